@@ -1,0 +1,101 @@
+"""The `serep` command line (also `python -m serep_engine`).
+
+Results and summaries are JSON on stdout (the last line is the machine-readable one); logs go to stderr.
+Bad input exits non-zero with a one-line message on stderr (a traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_train_expression(args) -> dict:
+    from serep_engine.expression.train import config_from_args, train_expression
+
+    config = config_from_args(args)
+    result = train_expression(config, out_dir=args.out, log=_log)
+    return result["summary"]
+
+
+def cmd_eval_expression(args) -> dict:
+    from serep_engine.eval.expression import evaluate_expression
+    from serep_engine.expression.model import ExpressionModel
+    from serep_engine.facemodel.ict import ICTModel
+
+    started = time.perf_counter()
+    model = ExpressionModel.load(args.weights) if args.weights else ExpressionModel.from_pretrained("cpu")
+    result = evaluate_expression(model, ICTModel.load(args.ict), args.identities, args.expressions, args.figure)
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    if args.figure:
+        _log(f"figure written to {args.figure}")
+    return result
+
+
+def cmd_regions(args) -> dict:
+    from serep_engine.facemodel.ict import ICTModel
+    from serep_engine.facemodel.regions import draw_regions, region_masks
+
+    model = ICTModel.load(args.ict)
+    draw_regions(model, args.figure)
+    return {"figure": str(args.figure), "vertices": {k: int(v.sum()) for k, v in region_masks(model).items()}}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="serep", description="SEREP engine: semantic facial expression capture")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
+    expression = train.add_parser("expression", help="train the semantic expression model (E_id, E_exp, D_mesh)")
+    from serep_engine.expression.train import TrainConfig
+
+    for name, default in TrainConfig.__dataclass_fields__.items():
+        expression.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default.default), default=None,
+                                help=f"(default {default.default})")
+    expression.add_argument("--out", type=Path, default=None, help="folder to write the checkpoint to")
+    expression.set_defaults(func=cmd_train_expression)
+
+    evaluate = commands.add_parser("eval", help="evaluate a stage").add_subparsers(dest="what", required=True)
+    ev = evaluate.add_parser("expression", help="the expression model on held-out identities (MultiREX regions)")
+    ev.add_argument("--json", action="store_true", help="print only the JSON result")
+    ev.add_argument("--weights", type=Path, default=None, help="checkpoint folder (default: the shipped one)")
+    ev.add_argument("--figure", type=Path, default=None, help="write the retargeting figure (PNG)")
+    ev.add_argument("--identities", type=int, default=12, help="held-out identities per group")
+    ev.add_argument("--expressions", type=int, default=24, help="expressions per identity")
+    ev.add_argument("--ict", type=Path, default=None, help="ICT-FaceKit .npz or checkout (default: shared data)")
+    ev.set_defaults(func=cmd_eval_expression)
+
+    regions = commands.add_parser("regions", help="draw the evaluation regions on the template")
+    regions.add_argument("--figure", type=Path, required=True)
+    regions.add_argument("--ict", type=Path, default=None)
+    regions.set_defaults(func=cmd_regions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        _log("serep: interrupted")
+        return 130
+    except Exception as error:  # one line for people, the traceback for --debug
+        if args.debug:
+            raise
+        _log(f"serep: error: {error}")
+        return 1
+    if result is not None:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Identities drawn from the ICT PCA modes and their identity-specific expression shapes.
+
+ICT's 53 expression shapes are the same deltas on every face. Identity-specific shapes are made here by
+deformation transfer of each shape from the generic neutral onto the identity's neutral, and cached on
+disk (one `.npy` per identity, keyed by the identity weights and the transfer's version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from serep_engine.facemodel.deformation_transfer import DeformationTransfer, outer_boundary
+from serep_engine.facemodel.ict import EVAL_SEEDS, TRAIN_SEEDS, ICTModel
+
+TRANSFER_VERSION = "dt-v1"
+STYLISED_SCALE = 2.5
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("SEREP_CACHE", Path.home() / ".cache" / "serep"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def training_identity(model: ICTModel, index: int) -> np.ndarray:
+    """Identity weights of training identity `index`: typical to exaggerated proportions
+    (per-mode std spread over [0.5, 3.0] by a golden-ratio sequence), from training seeds only."""
+    scale = 0.5 + 2.5 * ((index * 0.6180339887) % 1.0)
+    return model.identity_weights(TRAIN_SEEDS[index], scale)
+
+
+def eval_identity(model: ICTModel, index: int, stylised: bool = False) -> np.ndarray:
+    """Evaluation identity `index` (typical N(0,1), or stylised N(0, 2.5^2)); never used in training."""
+    offset = 500_000 if stylised else 0
+    return model.identity_weights(EVAL_SEEDS[offset + index], STYLISED_SCALE if stylised else 1.0)
+
+
+@cache
+def _template_transfer_setup(model: ICTModel) -> tuple[np.ndarray, np.ndarray]:
+    triangles = model.face_triangles
+    return triangles, outer_boundary(triangles, len(model.face_neutral))
+
+
+def identity_shapes(model: ICTModel, weights: np.ndarray) -> np.ndarray:
+    """(53, V, 3) expression displacements of the identity on the face template (cached)."""
+    key = hashlib.sha1(np.ascontiguousarray(weights, np.float32).tobytes() + TRANSFER_VERSION.encode()).hexdigest()
+    path = cache_dir() / "identity_shapes" / f"{key[:20]}.npy"
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    triangles, anchors = _template_transfer_setup(model)
+    source = model.face_neutral
+    transfer = DeformationTransfer(model.identity_neutral(weights), triangles, anchors)
+    shapes = transfer.transfer_many(source, source[None] + model.face_expression_basis)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, shapes)
+    os.replace(tmp, path)
+    return shapes
