@@ -41,7 +41,7 @@ def find_python311() -> str:
 
 
 def requirements_fingerprint() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "constraints.txt").read_bytes()).hexdigest()
 
 
 def setup() -> None:
@@ -50,7 +50,7 @@ def setup() -> None:
     if not PYTHON.exists():
         run(find_python311(), "-m", "venv", VENV)
     run(PYTHON, "-m", "pip", "install", TORCH)
-    run(PYTHON, "-m", "pip", "install", "-e", ".[dev]")
+    run(PYTHON, "-m", "pip", "install", "-c", "constraints.txt", "-e", ".[dev]")
     STAMP.write_text(requirements_fingerprint())
 
 

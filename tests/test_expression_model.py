@@ -15,21 +15,35 @@ V = 9409
 @pytest.fixture(scope="module")
 def random_model(face_model):
     torch.manual_seed(0)
-    model = ExpressionModel(face_model.face_neutral, ExpressionModelConfig(code_dim=16, identity_dim=4))
-    for parameter in (model.basis, model.local, model.global_, model.identity_directions):
-        parameter.data.normal_(std=0.01)
+    model = ExpressionModel(face_model.face_neutral, face_model.face_triangles, ExpressionModelConfig(code_dim=8))
+    model.gradient_basis.data.normal_(std=0.02)
+    model.anchor_basis.data.normal_(std=0.02)
     return model
 
 
 def test_shapes_and_neutral_code(random_model, face_model):
-    neutrals = torch.from_numpy(face_model.face_neutral).expand(3, -1, -1) + 0.1 * torch.randn(3, V, 3)
-    codes = torch.randn(3, 16)
-    displacements = random_model.decode(codes, neutrals)
+    neutral = face_model.identity_neutral(face_model.identity_weights(7))
+    codes = torch.randn(3, 8)
+    displacements = random_model.decode(codes, neutral)
     assert displacements.shape == (3, V, 3)
-    assert random_model.decode(torch.zeros(3, 16), neutrals).abs().max() == 0  # neutral decodes to zero
-    recovered = random_model.encode(neutrals + displacements, neutrals)
-    assert recovered.shape == (3, 16)
+    assert random_model.decode(torch.zeros(2, 8), neutral).abs().max() < 1e-6  # the neutral code decodes to zero
+    recovered = random_model.encode(torch.from_numpy(neutral) + displacements, neutral)
+    assert recovered.shape == (3, 8)
     torch.testing.assert_close(recovered, codes, atol=1e-3, rtol=1e-3)  # E_exp inverts D_mesh
+    # one neutral per sample
+    neutrals = np.stack([neutral, face_model.face_neutral])
+    per_sample = random_model.decode(codes[:2], neutrals)
+    torch.testing.assert_close(per_sample[0], displacements[0])
+    torch.testing.assert_close(random_model.encode(torch.from_numpy(neutrals) + per_sample, neutrals), codes[:2],
+                               atol=1e-3, rtol=1e-3)
+
+
+def test_a_code_moves_each_identity_its_own_way(random_model, face_model):
+    """Decoding is identity-specific, not the same vectors added to every face."""
+    code = torch.ones(1, 8)
+    typical = random_model.decode(code, face_model.identity_neutral(face_model.identity_weights(1)))
+    stylised = random_model.decode(code, face_model.identity_neutral(face_model.identity_weights(2, 2.5)))
+    assert (typical - stylised).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
@@ -37,8 +51,9 @@ def test_runs_batched_on_device(random_model, face_model, device):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU on this machine: the CUDA path runs on the lent GPU machine only")
     model = random_model.to(device)
-    neutrals = torch.from_numpy(face_model.face_neutral).to(device).expand(2, -1, -1)
-    assert model.decode(torch.ones(2, 16, device=device), neutrals).device.type == device
+    basis = model.identity_basis(face_model.face_neutral)
+    assert basis.device.type == device and basis.shape == (8, V, 3)
+    assert model.decode_with_basis(torch.ones(5, 8, device=device), basis).shape == (5, V, 3)
     random_model.cpu()
 
 
@@ -46,12 +61,13 @@ def test_save_and_load_round_trip(random_model, tmp_path):
     random_model.save(tmp_path, metadata={"note": "test"})
     loaded = ExpressionModel.load(tmp_path)
     assert json.loads((tmp_path / "expression_model.json").read_text())["note"] == "test"
-    torch.testing.assert_close(loaded.basis, random_model.basis, atol=1e-5, rtol=1e-3)  # stored as float16
+    torch.testing.assert_close(loaded.gradient_basis, random_model.gradient_basis, atol=1e-4, rtol=1e-3)  # float16
+    torch.testing.assert_close(loaded.anchor_basis, random_model.anchor_basis)
 
 
 def test_tiny_training_run_losses_fall(face_model, tmp_path):
-    config = TrainConfig(identities=3, steps=40, identities_per_step=2, expressions_per_identity=16,
-                         code_dim=24, identity_dim=2, log_every=5, lr=1e-3, basis_lr=3e-4)
+    config = TrainConfig(identities=3, init_identities=3, init_expressions=8, steps=12, identities_per_step=2,
+                         expressions_per_identity=16, code_dim=12, log_every=3, lr=1e-3)
     result = train_expression(config, face_model, out_dir=tmp_path, log=lambda _: None)
     history = result["history"]
     first = np.mean([h["rec_rms_mm"] for h in history[:2]])

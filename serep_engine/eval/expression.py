@@ -44,19 +44,18 @@ def make_group(face_model: ICTModel, n_identities: int, n_expressions: int, styl
 @torch.no_grad()
 def evaluate_group(model: ExpressionModel, face_model: ICTModel, group: EvalGroup) -> dict:
     n = len(group.neutrals)
-    bases = model.identity_basis(torch.from_numpy(group.neutrals).float())  # (I, D, V, 3)
+    bases = [model.identity_basis(neutral) for neutral in group.neutrals]  # E_id, then D_mesh per code unit
     rec_err, ret_err, naive_err = [], [], []
     predictions = {}
     for source in range(n):
         target = (source + 1) % n
         own = group.truth_on(source, source)
-        disp = torch.from_numpy(own).float()
-        codes = model.encode_displacements(disp[None], bases[source][None])[0]
-        reconstruction = torch.einsum("ed,dvi->evi", codes, bases[source]).numpy()
-        retarget = torch.einsum("ed,dvi->evi", codes, bases[target]).numpy()
-        truth_source = group.neutrals[source] + own
+        codes = model.encode_displacements(torch.from_numpy(own).float(), bases[source])
+        reconstruction = model.decode_with_basis(codes, bases[source]).numpy()
+        retarget = model.decode_with_basis(codes, bases[target]).numpy()
         truth_target = group.neutrals[target] + group.truth_on(target, source)
-        rec_err.append(region_errors_mm(face_model, group.neutrals[source] + reconstruction, truth_source))
+        rec_err.append(region_errors_mm(face_model, group.neutrals[source] + reconstruction,
+                                        group.neutrals[source] + own))
         ret_err.append(region_errors_mm(face_model, group.neutrals[target] + retarget, truth_target))
         naive_err.append(region_errors_mm(face_model, group.neutrals[target] + own, truth_target))
         predictions[source] = (retarget, truth_target - group.neutrals[target])
@@ -64,8 +63,8 @@ def evaluate_group(model: ExpressionModel, face_model: ICTModel, group: EvalGrou
     def pool(per_source):
         return summarise({k: np.concatenate([e[k] for e in per_source]) for k in per_source[0]})
 
-    zero = torch.zeros(n, model.config.code_dim)
-    leak = torch.einsum("bd,bdvi->bvi", zero, bases).norm(dim=2).mean(1).max().item() * MM_PER_CM
+    neutral_code = torch.zeros(model.config.code_dim)
+    leak = max(model.decode_with_basis(neutral_code, b).norm(dim=-1).mean().item() for b in bases) * MM_PER_CM
     return {
         "reconstruction_mm": pool(rec_err),
         "retarget_mm": pool(ret_err),

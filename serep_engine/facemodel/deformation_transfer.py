@@ -63,6 +63,38 @@ class DeformationTransfer:
         )
         self.P = anchor_rows
         self._factor = spla.splu((self.A.T @ self.A + self.P.T @ self.P).tocsc())
+    @property
+    def n_vertices(self) -> int:
+        return len(self.target_rest)
+
+    def displacements_from_gradients(self, gradient_offsets: np.ndarray, anchor_displacements: np.ndarray):
+        """(K, V, 3) target displacements for K deformation-gradient fields I + G (G: (K, T, 3, 3)) with the
+        anchors displaced by (K, n_anchors, 3). Linear in both: the rest mesh solves the problem for G = 0."""
+        return self.solve(self.rhs(gradient_offsets, anchor_displacements))
+
+    def rhs(self, gradient_offsets: np.ndarray, anchor_displacements: np.ndarray) -> np.ndarray:
+        """Normal-equation right-hand sides (unknowns, 3K): row 3j+r of A x_c approximates G_j[c, r]."""
+        k = len(gradient_offsets)
+        b = gradient_offsets.transpose(0, 1, 3, 2).reshape(k, -1, 3)  # (K, 3T, 3)
+        rhs = self.A.T @ b.transpose(1, 0, 2).reshape(b.shape[1], 3 * k)
+        anchors = anchor_displacements.transpose(1, 0, 2).reshape(len(self.anchors), 3 * k)
+        return rhs + self.P.T @ (self.anchor_weight * anchors)
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        k = rhs.shape[1] // 3
+        solution = self._factor.solve(np.asarray(rhs, np.float64))
+        return solution[: self.n_vertices].reshape(self.n_vertices, k, 3).transpose(1, 0, 2)
+
+    def adjoint(self, grad_displacements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gradients of a loss with respect to G (K, T, 3, 3) and the anchor displacements (K, n_anchors, 3),
+        given its gradient with respect to the displacements (K, V, 3). The normal matrix is symmetric."""
+        k = len(grad_displacements)
+        g = np.zeros((self._factor.shape[0], 3 * k))
+        g[: self.n_vertices] = grad_displacements.transpose(1, 0, 2).reshape(self.n_vertices, 3 * k)
+        y = self._factor.solve(g)
+        grad_b = (self.A @ y).reshape(-1, 3, k, 3).transpose(2, 0, 3, 1)  # (K, T, c, r) -> G[c, r]
+        grad_anchor = (self.anchor_weight * (self.P @ y)).reshape(len(self.anchors), k, 3).transpose(1, 0, 2)
+        return grad_b, grad_anchor
 
     def transfer(self, source_rest: np.ndarray, source_deformed: np.ndarray) -> np.ndarray:
         """Target displacements (V, 3) reproducing source_deformed's deformation gradients."""
@@ -71,17 +103,9 @@ class DeformationTransfer:
     def transfer_many(self, source_rest: np.ndarray, source_deformed: np.ndarray) -> np.ndarray:
         """(K, V, 3) target displacements for (K, V, 3) deformed source meshes (one solve for all K)."""
         rest_inverse = np.linalg.inv(edge_matrices(source_rest, self.triangles))
-        rhs = []
-        for deformed in source_deformed:
-            gradients = edge_matrices(deformed, self.triangles) @ rest_inverse  # (T, 3, 3)
-            # Row 3j+r of A x_c approximates S_j[c, r], so the target for coordinate c is S_j^T[r, c].
-            b = gradients.transpose(0, 2, 1).reshape(-1, 3)
-            anchor_target = self.target_rest[self.anchors] + (deformed - source_rest)[self.anchors]
-            rhs.append(self.A.T @ b + self.P.T @ (self.anchor_weight * anchor_target))
-        solution = self._factor.solve(np.concatenate(rhs, axis=1))  # (unknowns, 3K)
-        n_vertices = len(self.target_rest)
-        vertices = solution[:n_vertices].reshape(n_vertices, len(source_deformed), 3).transpose(1, 0, 2)
-        return (vertices - self.target_rest).astype(np.float32)
+        offsets = np.stack([edge_matrices(d, self.triangles) @ rest_inverse for d in source_deformed]) - np.eye(3)
+        anchor_displacements = (source_deformed - source_rest)[:, self.anchors]
+        return self.displacements_from_gradients(offsets, anchor_displacements).astype(np.float32)
 
 
 def outer_boundary(triangles: np.ndarray, n_vertices: int) -> np.ndarray:

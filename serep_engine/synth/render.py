@@ -1,0 +1,255 @@
+"""Headless OpenGL renderer of the whole ICT head (skin, eyes, teeth, gums and tongue, mouth socket,
+lashes) through moderngl with an EGL context: Mesa's llvmpipe on a CPU machine, the NVIDIA driver on a
+GPU machine.
+
+Shading: per-material albedo, second-order spherical-harmonics ambient light, one directional light
+with Blinn-Phong specular. The camera is a pinhole looking down -Z; pixel (u, v) of a point (x, y, z)
+in camera space is (c + f x / -z, c - f y / -z).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serep_engine.facemodel.ict import ICTModel, quads_to_triangles
+
+# ICT materials drawn, with their base colours (linear RGB); the transparent shells (lacrimal fluid, eye
+# blend, eye occlusion) are left out.
+MATERIAL_COLOURS = {
+    "M_Face": None,  # skin, per sample
+    "M_BackHead": None,  # skin
+    "M_GumsTongue": (0.55, 0.16, 0.17),
+    "M_Teeth": (0.85, 0.82, 0.74),
+    "M_ScleraLeft": (0.86, 0.84, 0.82),
+    "M_IrisLeft": None,  # iris, per sample
+    "M_ScleraRight": (0.86, 0.84, 0.82),
+    "M_IrisRight": None,
+    "M_EyeLashes": (0.05, 0.04, 0.04),
+}
+HEAD_CENTRE = np.array([0.0, 1.0, 0.0], np.float32)  # cm, the point head rotations turn about
+
+VERTEX_SHADER = """
+#version 330
+uniform mat4 model_view;
+uniform mat4 projection;
+in vec3 in_position;
+in vec3 in_normal;
+in float in_material;
+out vec3 view_position;
+out vec3 view_normal;
+flat out int material;
+void main() {
+    vec4 p = model_view * vec4(in_position, 1.0);
+    view_position = p.xyz;
+    view_normal = mat3(model_view) * in_normal;
+    material = int(in_material + 0.5);
+    gl_Position = projection * p;
+}
+"""
+
+FRAGMENT_SHADER = """
+#version 330
+uniform vec3 albedo[12];
+uniform vec3 sh[9];
+uniform vec3 light_direction;  // towards the light, camera space
+uniform vec3 light_colour;
+uniform float specular;
+uniform float shininess;
+in vec3 view_position;
+in vec3 view_normal;
+flat in int material;
+out vec4 colour;
+vec3 irradiance(vec3 n) {
+    return sh[0] + sh[1] * n.y + sh[2] * n.z + sh[3] * n.x + sh[4] * n.x * n.y + sh[5] * n.y * n.z
+         + sh[6] * (3.0 * n.z * n.z - 1.0) + sh[7] * n.x * n.z + sh[8] * (n.x * n.x - n.y * n.y);
+}
+void main() {
+    // ICT's lashes are alpha-textured cards: keep a sparse fringe of them instead of opaque sheets.
+    if (material == 8 && fract(sin(dot(floor(gl_FragCoord.xy), vec2(12.9898, 78.233))) * 43758.5453) > 0.3) discard;
+    vec3 n = normalize(view_normal);
+    vec3 v = normalize(-view_position);
+    if (dot(n, v) < 0.0) n = -n;
+    vec3 base = albedo[material];
+    vec3 diffuse = max(irradiance(n), vec3(0.0)) + light_colour * max(dot(n, light_direction), 0.0);
+    vec3 h = normalize(light_direction + v);
+    float spec = specular * pow(max(dot(n, h), 0.0), shininess) * float(material <= 1 || material == 3);
+    vec3 linear = base * diffuse + light_colour * spec;
+    colour = vec4(pow(clamp(linear, 0.0, 1.0), vec3(1.0 / 2.2)), 1.0);
+}
+"""
+
+
+@dataclass
+class Camera:
+    """Head pose (degrees, about HEAD_CENTRE), distance (cm) and focal length (pixels) for a square image."""
+
+    size: int = 320
+    focal: float = 900.0
+    distance: float = 60.0
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+    offset: tuple[float, float] = (0.0, 0.0)  # cm, the head's shift across the image plane
+
+    def rotation(self) -> np.ndarray:
+        y, p, r = np.radians([self.yaw, self.pitch, self.roll])
+        ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+        rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+        rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+        return rz @ rx @ ry
+
+    def model_view(self) -> np.ndarray:
+        """4x4 taking head coordinates (cm) to camera space."""
+        matrix = np.eye(4)
+        rotation = self.rotation()
+        matrix[:3, :3] = rotation
+        matrix[:3, 3] = -rotation @ HEAD_CENTRE + [self.offset[0], self.offset[1], -self.distance]
+        return matrix
+
+    def projection(self, near: float = 1.0, far: float = 1000.0) -> np.ndarray:
+        s = 2.0 * self.focal / self.size
+        return np.array([
+            [s, 0, 0, 0], [0, s, 0, 0],
+            [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)], [0, 0, -1, 0],
+        ])
+
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel coordinates (N, 2) and camera-space depth (N,) of head-space points (N, 3)."""
+        camera = points @ self.model_view()[:3, :3].T + self.model_view()[:3, 3]
+        depth = -camera[:, 2]
+        centre = self.size / 2.0
+        pixels = np.stack([centre + self.focal * camera[:, 0] / depth, centre - self.focal * camera[:, 1] / depth], 1)
+        return pixels, depth
+
+
+@dataclass
+class Appearance:
+    skin: tuple[float, float, float] = (0.62, 0.45, 0.36)
+    iris: tuple[float, float, float] = (0.25, 0.15, 0.08)
+    sh: np.ndarray = field(default_factory=lambda: np.array([[0.45] * 3] + [[0.0] * 3] * 8, np.float32))
+    light_direction: tuple[float, float, float] = (0.3, 0.4, 0.85)
+    light_colour: tuple[float, float, float] = (0.6, 0.6, 0.6)
+    specular: float = 0.15
+    shininess: float = 24.0
+
+
+IRIS_COSINE, PUPIL_COSINE = 0.88, 0.975  # angular radii of iris and pupil about the eye's axis
+PUPIL_SLOT = 9
+
+
+def _eye_shading(face_model: ICTModel, vertex_slot: np.ndarray) -> np.ndarray:
+    """ICT's eyes are textured: here the front of each eyeball is white, with an iris and a pupil disc
+    about the eye's axis. Returns the mask of cornea polygons (sclera in front of the iris, transparent
+    in ICT's shader, which would hide the iris) and recolours vertex_slot in place."""
+    materials = list(face_model.materials)
+    polygons = face_model.polygons
+    centroids = face_model.neutral[np.where(polygons >= 0, polygons, polygons[:, :1])].mean(1)
+    cornea = np.zeros(len(polygons), bool)
+    for side in ("Left", "Right"):
+        sclera = face_model.polygon_material == materials.index(f"M_Sclera{side}")
+        iris = face_model.polygon_material == materials.index(f"M_Iris{side}")
+        centre = centroids[sclera].mean(0)
+        axis = centroids[iris].mean(0) - centre
+        axis /= np.linalg.norm(axis)
+
+        def cosine(points, centre=centre, axis=axis):
+            offsets = points - centre
+            return offsets @ axis / np.linalg.norm(offsets, axis=1)
+
+        cornea |= sclera & (cosine(centroids) > cosine(centroids[iris]).min())
+        front = np.unique(polygons[iris][polygons[iris] >= 0])
+        angle = cosine(face_model.neutral[front])
+        vertex_slot[front] = np.where(angle > PUPIL_COSINE, PUPIL_SLOT,
+                                      np.where(angle > IRIS_COSINE, vertex_slot[front], vertex_slot[front] - 1))
+    return cornea
+
+
+class HeadRenderer:
+    """Renders ICT head meshes (the full 26719-vertex topology) into RGB images with a coverage mask."""
+
+    def __init__(self, face_model: ICTModel, size: int = 320):
+        import moderngl
+
+        try:
+            self.ctx = moderngl.create_standalone_context(backend="egl")
+        except Exception:  # a desktop machine without EGL: the platform's default context
+            self.ctx = moderngl.create_standalone_context()
+        self.size = size
+        materials = list(face_model.materials)
+        drawn = [materials.index(name) for name in MATERIAL_COLOURS]
+        keep = np.isin(face_model.polygon_material, drawn)
+        polygons = face_model.polygons[keep]
+        polygon_material = face_model.polygon_material[keep]
+        self.triangles = quads_to_triangles(polygons).astype(np.int32)
+        triangle_material = np.concatenate([polygon_material, polygon_material[polygons[:, 3] >= 0]])
+        # Shader slot of each vertex: 0 skin, 1 back of head (skin), 2.. the rest in MATERIAL_COLOURS order.
+        slot_of_material = {materials.index(name): i for i, name in enumerate(MATERIAL_COLOURS)}
+        vertex_slot = np.zeros(len(face_model.neutral), np.float32)
+        vertex_slot[self.triangles.ravel()] = np.repeat([slot_of_material[m] for m in triangle_material], 3)
+        cornea = _eye_shading(face_model, vertex_slot)[keep]
+        polygons = polygons[~cornea]
+        self.triangles = quads_to_triangles(polygons).astype(np.int32)
+        self.n_vertices = len(face_model.neutral)
+        self.program = self.ctx.program(vertex_shader=VERTEX_SHADER, fragment_shader=FRAGMENT_SHADER)
+        self.position_buffer = self.ctx.buffer(reserve=self.n_vertices * 12)
+        self.normal_buffer = self.ctx.buffer(reserve=self.n_vertices * 12)
+        material_buffer = self.ctx.buffer(vertex_slot.tobytes())
+        index_buffer = self.ctx.buffer(self.triangles.tobytes())
+        self.vao = self.ctx.vertex_array(
+            self.program,
+            [(self.position_buffer, "3f", "in_position"), (self.normal_buffer, "3f", "in_normal"),
+             (material_buffer, "1f", "in_material")],
+            index_buffer=index_buffer,
+        )
+        self.fbo = self.ctx.simple_framebuffer((size, size), components=4)
+        self.depth_fbo = self.fbo
+
+    def vertex_normals(self, vertices: np.ndarray) -> np.ndarray:
+        v0, v1, v2 = (vertices[self.triangles[:, i]] for i in range(3))
+        face_normals = np.cross(v1 - v0, v2 - v0)
+        normals = np.zeros_like(vertices)
+        for i in range(3):
+            for axis in range(3):
+                normals[:, axis] += np.bincount(self.triangles[:, i], face_normals[:, axis], self.n_vertices)
+        return normals / np.linalg.norm(normals, axis=1, keepdims=True).clip(1e-12)
+
+    def render(self, vertices: np.ndarray, camera: Camera, appearance: Appearance) -> tuple[np.ndarray, np.ndarray]:
+        """RGB uint8 (S, S, 3) and coverage mask (S, S) bool of a head mesh (N, 3) in cm."""
+        assert camera.size == self.size
+        vertices = np.ascontiguousarray(vertices, np.float32)
+        self.position_buffer.write(vertices.tobytes())
+        self.normal_buffer.write(self.vertex_normals(vertices).astype(np.float32).tobytes())
+        albedo = np.zeros((12, 3), np.float32)
+        for slot, colour in enumerate(MATERIAL_COLOURS.values()):
+            albedo[slot] = colour if colour is not None else appearance.skin
+        albedo[list(MATERIAL_COLOURS).index("M_IrisLeft")] = appearance.iris
+        albedo[list(MATERIAL_COLOURS).index("M_IrisRight")] = appearance.iris
+        albedo[PUPIL_SLOT] = (0.02, 0.02, 0.02)
+        light = np.asarray(appearance.light_direction, np.float32)
+        uniforms = {
+            "model_view": camera.model_view(), "projection": camera.projection(), "albedo": albedo,
+            "sh": np.asarray(appearance.sh, np.float32), "light_direction": light / np.linalg.norm(light),
+            "light_colour": np.asarray(appearance.light_colour, np.float32),
+            "specular": appearance.specular, "shininess": appearance.shininess,
+        }
+        for name, value in uniforms.items():
+            if name in self.program:
+                value = np.asarray(value, np.float32)
+                self.program[name].write((value.T if value.shape == (4, 4) else value).astype(np.float32).tobytes())
+        self.fbo.use()
+        self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        self.ctx.enable(self.ctx.DEPTH_TEST)
+        self.vao.render()
+        rgba = np.frombuffer(self.fbo.read(components=4), np.uint8).reshape(self.size, self.size, 4)[::-1]
+        return np.ascontiguousarray(rgba[..., :3]), rgba[..., 3] > 0
+
+    def depth(self) -> np.ndarray:
+        """Camera-space depth (S, S) of the last render (inf where nothing was drawn)."""
+        raw = np.frombuffer(self.fbo.read(attachment=-1, dtype="f4"), np.float32).reshape(self.size, self.size)[::-1]
+        near, far = 1.0, 1000.0
+        ndc = raw * 2.0 - 1.0
+        depth = 2.0 * near * far / (far + near - ndc * (far - near))
+        depth[raw >= 1.0] = np.inf
+        return depth
