@@ -39,6 +39,29 @@ def cmd_eval_expression(args) -> dict:
     return result
 
 
+def cmd_eval_capture(args) -> dict:
+    from serep_engine.eval.baselines import METHODS
+    from serep_engine.eval.synthrex import evaluate_method
+    from serep_engine.facemodel.ict import ICTModel
+
+    face_model = ICTModel.load(args.ict)
+    results = []
+    for name in args.method:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+        started = time.perf_counter()
+        result = evaluate_method(face_model, name, METHODS[name](face_model), args.subjects, args.frames, log=_log)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        results.append(result)
+        _log(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}))
+    if args.figure:
+        from serep_engine.eval.figures import capture_figure
+
+        capture_figure(face_model, results, args.figure)
+        _log(f"figure written to {args.figure}")
+    return {k: v for k, v in results[-1].items() if not k.startswith("_")}
+
+
 def cmd_regions(args) -> dict:
     from serep_engine.facemodel.ict import ICTModel
     from serep_engine.facemodel.regions import draw_regions, region_masks
@@ -46,6 +69,17 @@ def cmd_regions(args) -> dict:
     model = ICTModel.load(args.ict)
     draw_regions(model, args.figure)
     return {"figure": str(args.figure), "vertices": {k: int(v.sum()) for k, v in region_masks(model).items()}}
+
+
+def cmd_synth(args) -> dict:
+    from serep_engine.facemodel.ict import default_data_dir
+    from serep_engine.synth.dataset import SynthConfig
+    from serep_engine.synth.shards import write_synthetic_set
+
+    videos = sorted((default_data_dir() / "real" / "videos").glob("*.mp4")) if not args.no_video_backgrounds else []
+    config = SynthConfig(crop_size=args.size)
+    return write_synthetic_set(args.n, args.out, seed=args.seed, shard_size=args.shard_size, workers=args.workers,
+                               config=config, videos=videos, log=_log)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--expressions", type=int, default=24, help="expressions per identity")
     ev.add_argument("--ict", type=Path, default=None, help="ICT-FaceKit .npz or checkout (default: shared data)")
     ev.set_defaults(func=cmd_eval_expression)
+
+    synth = commands.add_parser("synth", help="render a sharded synthetic training set")
+    synth.add_argument("--n", type=int, required=True, help="number of samples")
+    synth.add_argument("--out", type=Path, required=True, help="output folder (shard_*.npz, manifest.json)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, default=256, help="crop size in pixels")
+    synth.add_argument("--shard-size", type=int, default=256)
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    synth.add_argument("--no-video-backgrounds", action="store_true", help="procedural backgrounds only")
+    synth.set_defaults(func=cmd_synth)
+
+    capture = evaluate.add_parser("capture", help="capture methods on SynthREX (MultiREX protocol)")
+    capture.add_argument("--method", action="append", required=True,
+                         help="neutral | landmark_fit (repeat to compare; the JSON line is the last one's)")
+    capture.add_argument("--json", action="store_true", help="print only the JSON result")
+    capture.add_argument("--figure", type=Path, default=None, help="bars per region and view, and a strip of frames")
+    capture.add_argument("--subjects", type=int, default=8, help="subjects to evaluate (quick checks: fewer)")
+    capture.add_argument("--frames", type=int, default=150, help="frames per video (quick checks: fewer)")
+    capture.add_argument("--ict", type=Path, default=None)
+    capture.set_defaults(func=cmd_eval_capture)
 
     regions = commands.add_parser("regions", help="draw the evaluation regions on the template")
     regions.add_argument("--figure", type=Path, required=True)

@@ -50,3 +50,53 @@ def retarget_figure(face_model: ICTModel, typical, typical_predictions, stylised
     fig.suptitle("Held-out expressions retargeted onto held-out identities: truth, SEREP and naive errors")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def capture_figure(face_model: ICTModel, results: list[dict], path, subject: int = 0, yaw: int = 40) -> None:
+    """Per-region and per-view bars for each method, and a strip of frames of one video: input, ground truth,
+    each method's prediction and its error heat map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from serep_engine.eval.synthrex import subject_truth, view_frames
+
+    truth = subject_truth(face_model, subject)
+    frames = view_frames(subject, yaw)
+    shown = np.linspace(0, len(frames) - 1, 4).astype(int)
+    face = np.any(np.stack(list(region_masks(face_model).values())), axis=0)
+    columns = 2 + 2 * len(results)
+    fig = plt.figure(figsize=(2.0 * columns, 2.2 * (len(shown) + 2)))
+    grid = fig.add_gridspec(len(shown) + 3, columns, hspace=0.35)
+    for i, key in enumerate(("regions_mm", "views_mm")):
+        ax = fig.add_subplot(grid[0:2, i * columns // 2:(i + 1) * columns // 2])
+        labels = [k for k in results[0][key] if k != "mean"]
+        width = 0.8 / len(results)
+        for m, result in enumerate(results):
+            ax.bar(np.arange(len(labels)) + m * width, [result[key][k] for k in labels], width, label=result["method"])
+        ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
+        ax.set_ylabel("error (mm)")
+        ax.set_title(f"SynthREX {key.split('_')[0]} (mean over frames and videos)", fontsize=8)
+        ax.legend(fontsize=7)
+    for row, f in enumerate(shown, start=3):
+        panels = [("input", frames[f], None), ("truth", truth["meshes"][f] - truth["neutral"], None)]
+        for result in results:
+            predicted = result["_predictions"][(subject, yaw)][f]
+            panels.append((result["method"], predicted - truth["neutral"], None))
+            panels.append((f"{result['method']} error", None, np.linalg.norm(predicted - truth["meshes"][f], axis=1)))
+        for c, (title, content, error) in enumerate(panels):
+            ax = fig.add_subplot(grid[row, c])
+            ax.axis("off")
+            if row == 3:
+                ax.set_title(title, fontsize=7)
+            if c == 0:
+                ax.imshow(content)
+                continue
+            mesh = truth["neutral"] + (content if content is not None else 0)
+            colour = np.linalg.norm(content, axis=1) if error is None else error
+            ax.scatter(mesh[face, 0], mesh[face, 1], c=colour[face] * MM_PER_CM, s=0.2,
+                       cmap="viridis" if error is None else "inferno", vmin=0, vmax=8 if error is None else 4)
+            ax.set_aspect("equal")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

@@ -247,7 +247,7 @@ class HeadRenderer:
 
     def depth(self) -> np.ndarray:
         """Camera-space depth (S, S) of the last render (inf where nothing was drawn)."""
-        raw = np.frombuffer(self.fbo.read(attachment=-1, dtype="f4"), np.float32).reshape(self.size, self.size)[::-1]
+        raw = np.frombuffer(self.fbo.read(components=1, attachment=-1, dtype="f4"), np.float32).reshape(self.size, self.size)[::-1]
         near, far = 1.0, 1000.0
         ndc = raw * 2.0 - 1.0
         depth = 2.0 * near * far / (far + near - ndc * (far - near))

@@ -1,0 +1,73 @@
+"""Baseline capture methods for SynthREX, runnable by name.
+
+- `neutral`: the zero expression (every frame is the subject's neutral).
+- `landmark_fit`: the classic 3DMM approach. Per frame, mediapipe's landmarks (the tracking front end)
+  are fitted by regularised, bounded least squares with ICT's linear expression shapes on the subject's
+  neutral, under a scaled-orthographic camera; pose and expression are solved in turn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import lsq_linear
+
+from serep_engine.facemodel.ict import ICTModel
+
+IRIS_LANDMARKS = range(468, 478)  # on the eyeballs, not on the face template
+
+
+def neutral_method(face_model: ICTModel):
+    def run(frames: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+        return np.repeat(neutral[None], len(frames), axis=0)
+
+    return run
+
+
+def _scaled_orthographic(points3d: np.ndarray, points2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares s*R[:2] (2x3, rows orthogonal with equal norm) and translation (2,)."""
+    centred3, centred2 = points3d - points3d.mean(0), points2d - points2d.mean(0)
+    affine = np.linalg.lstsq(centred3, centred2, rcond=None)[0].T  # (2, 3)
+    u, s, vt = np.linalg.svd(affine, full_matrices=False)
+    projection = s.mean() * (u @ vt)
+    return projection, points2d.mean(0) - projection @ points3d.mean(0)
+
+
+def landmark_fit_method(face_model: ICTModel, regularisation: float = 0.2, iterations: int = 4):
+    from serep_engine.capture.correspondence import mediapipe_to_template
+    from serep_engine.capture.tracking import FaceTracker
+
+    vertex, valid = mediapipe_to_template(face_model)
+    valid = valid.copy()
+    valid[list(IRIS_LANDMARKS)] = False
+    used, vertices = np.flatnonzero(valid), vertex[valid]
+    shapes = face_model.face_expression_basis[:, vertices]  # (53, L, 3)
+    all_shapes = face_model.face_expression_basis
+
+    def fit(landmarks2d: np.ndarray, neutral_points: np.ndarray) -> np.ndarray:
+        weights = np.zeros(len(shapes))
+        for _ in range(iterations):
+            current = neutral_points + np.tensordot(weights, shapes, axes=1)
+            projection, translation = _scaled_orthographic(current, landmarks2d)
+            design = np.einsum("ij,klj->lik", projection, shapes).reshape(-1, len(shapes))  # (2L, 53)
+            residual = (landmarks2d - neutral_points @ projection.T - translation).reshape(-1)
+            scale = np.linalg.norm(projection[0])
+            damping = np.sqrt(regularisation * len(landmarks2d)) * scale
+            system = np.vstack([design, damping * np.eye(len(shapes))])
+            target = np.concatenate([residual, np.zeros(len(shapes))])
+            weights = lsq_linear(system, target, bounds=(0.0, 1.0), method="bvls").x
+        return weights
+
+    def run(frames: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+        out = np.repeat(neutral[None], len(frames), axis=0)
+        with FaceTracker(video=True, max_faces=1) as tracker:
+            for f, frame in enumerate(frames):
+                observation = tracker.track(frame)
+                if observation.found:
+                    weights = fit(observation.landmarks[used, :2].astype(np.float64), neutral[vertices])
+                    out[f] += np.tensordot(weights, all_shapes, axes=1)
+        return out
+
+    return run
+
+
+METHODS = {"neutral": neutral_method, "landmark_fit": landmark_fit_method}

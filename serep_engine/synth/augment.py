@@ -1,0 +1,79 @@
+"""Domain randomisation of renders: backgrounds, blur, noise, JPEG artefacts and occluders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth colour gradient with blurred blobs (uint8, size x size x 3); noise comes later, in `degrade`."""
+    corners = rng.uniform(0, 255, (2, 2, 3)).astype(np.float32)
+    image = cv2.resize(corners, (size, size), interpolation=cv2.INTER_LINEAR)
+    for _ in range(rng.integers(0, 6)):
+        centre = tuple(int(c) for c in rng.integers(0, size, 2))
+        axes = tuple(int(a) for a in rng.integers(size // 16, size // 3, 2))
+        cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, rng.uniform(0, 255, 3).tolist(), -1)
+    image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(2, 12)))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+class VideoBackgrounds:
+    """Random patches of frames of real clips, taken from the frame's outer thirds so that the (front-
+    facing, centred) person in those clips rarely shows; frames are read once and kept small."""
+
+    def __init__(self, videos: list[Path], frames_per_video: int = 8, size: int = 320, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.patches = []
+        for video in videos:
+            capture = cv2.VideoCapture(str(video))
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            for index in sorted(rng.choice(max(count, 1), min(frames_per_video, max(count, 1)), replace=False)):
+                capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
+                ok, frame = capture.read()
+                if not ok:
+                    continue
+                h, w = frame.shape[:2]
+                side = min(h, w) // 3
+                for x0 in (0, w - side):  # the left and right outer strips
+                    patch = frame[(h - side) // 2:(h + side) // 2, x0:x0 + side]
+                    self.patches.append(cv2.cvtColor(cv2.resize(patch, (size, size)), cv2.COLOR_BGR2RGB))
+            capture.release()
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        patch = self.patches[rng.integers(len(self.patches))]
+        return patch[:, ::-1].copy() if rng.random() < 0.5 else patch.copy()
+
+
+def occlude(image: np.ndarray, rng: np.random.Generator, centre: np.ndarray, scale: float) -> np.ndarray:
+    """A hand-sized blob or a bar over part of the face (in place); returns the occluder mask."""
+    mask = np.zeros(image.shape[:2], np.uint8)
+    offset = rng.normal(0, 0.35, 2) * scale
+    point = tuple(int(v) for v in centre + offset)
+    if rng.random() < 0.5:
+        axes = tuple(int(v) for v in rng.uniform(0.15, 0.4, 2) * scale)
+        cv2.ellipse(mask, point, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    else:
+        half = int(rng.uniform(0.05, 0.12) * scale)
+        cv2.rectangle(mask, (0, point[1] - half), (image.shape[1], point[1] + half), 1, -1)
+    colour = rng.uniform(0, 255, 3)
+    image[mask > 0] = (0.6 * colour + 0.4 * image[mask > 0]).astype(np.uint8)
+    return mask > 0
+
+
+def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blur, sensor noise and JPEG compression at random strengths."""
+    if rng.random() < 0.6:
+        image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.3, 1.8)))
+    if rng.random() < 0.7:
+        noise = rng.normal(0, rng.uniform(1, 8), image.shape)
+        image = np.clip(image + noise, 0, 255).astype(np.uint8)
+    if rng.random() < 0.7:
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 95))])
+        image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    return image

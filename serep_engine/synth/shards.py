@@ -1,0 +1,86 @@
+"""`serep synth`: sharded synthetic sets a training loop can stream.
+
+Each shard is an `.npz` (no pickles) of `shard_size` samples: `jpeg` (all crops' JPEG bytes end to end)
+with `jpeg_offsets` (n + 1,), and per-sample arrays `code`, `weights`, `identity`, `pose`, `landmarks`,
+`visible`. Shards are independent (seeded by (seed, shard index)) and written by parallel workers.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from serep_engine.facemodel.ict import TRAIN_SEEDS
+
+SYNTH_IDENTITY_OFFSET = 100_000  # synthetic-set identities: training seeds, apart from the expression model's
+
+
+def _write_shard(args) -> int:
+    out, shard, count, seed, config, videos = args
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from serep_engine.expression.model import ExpressionModel
+    from serep_engine.facemodel.ict import ICTModel
+    from serep_engine.synth.augment import VideoBackgrounds
+    from serep_engine.synth.dataset import SynthGenerator
+
+    face_model = ICTModel.load()
+    backgrounds = VideoBackgrounds(videos, frames_per_video=2, seed=shard) if videos else None
+    generator = SynthGenerator(face_model, ExpressionModel.from_pretrained("cpu", face_model), config, backgrounds)
+    rng = np.random.default_rng([seed, shard])
+    samples = []
+    for i in range(count):
+        if i % config.samples_per_identity == 0:
+            identity_index = SYNTH_IDENTITY_OFFSET + shard * 1000 + i // config.samples_per_identity
+            scale = rng.uniform(*config.identity_scale)
+            identity = generator.identity(face_model.identity_weights(TRAIN_SEEDS[identity_index], scale))
+        samples.append(generator.render_sample(identity, rng))
+    encoded = [np.frombuffer(cv2.imencode(".jpg", cv2.cvtColor(s["crop"], cv2.COLOR_RGB2BGR),
+                                          [cv2.IMWRITE_JPEG_QUALITY, 95])[1], np.uint8) for s in samples]
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])])
+    arrays = {key: np.stack([s[key] for s in samples]) for key in samples[0] if key != "crop"}
+    path = Path(out) / f"shard_{shard:05d}.npz"
+    np.savez(path.with_suffix(".tmp.npz"), jpeg=np.concatenate(encoded), jpeg_offsets=offsets, **arrays)
+    os.replace(path.with_suffix(".tmp.npz"), path)
+    return count
+
+
+def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256, workers: int | None = None,
+                        config=None, videos: list[Path] | None = None, log=print) -> dict:
+    from serep_engine.synth.dataset import SynthConfig
+
+    config = config or SynthConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(out, shard, min(shard_size, n - start), seed, config, videos or [])
+            for shard, start in enumerate(range(0, n, shard_size))]
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    started = time.perf_counter()
+    written = 0
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for count in pool.imap_unordered(_write_shard, jobs):
+            written += count
+            log(json.dumps({"type": "progress", "done": written, "total": n, "stage": "synth"}))
+    seconds = time.perf_counter() - started
+    summary = {"n": written, "shards": len(jobs), "seconds": round(seconds, 2),
+               "samples_per_second": round(written / seconds, 2), "workers": workers, "out": str(out)}
+    (out / "manifest.json").write_text(json.dumps({**summary, "seed": seed, "crop_size": config.crop_size}))
+    return summary
+
+
+def read_shard(path: Path) -> dict:
+    """A shard's arrays plus `crops` (n, S, S, 3) RGB uint8, decoded."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    jpeg, offsets = arrays.pop("jpeg"), arrays.pop("jpeg_offsets")
+    arrays["crops"] = np.stack([cv2.cvtColor(cv2.imdecode(jpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                                for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+    return arrays

@@ -1,0 +1,98 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from serep_engine.capture.crop import CANONICAL_POINTS, similarity_to_crop, transform_points
+from serep_engine.eval.protocol import kabsch_align, region_errors_mm
+
+
+@pytest.fixture(scope="module")
+def renderer(face_model):
+    from serep_engine.synth.render import HeadRenderer
+
+    return HeadRenderer(face_model, 320)
+
+
+def test_render_is_deterministic_and_covers_the_head(face_model, renderer):
+    from serep_engine.synth.render import Appearance, Camera
+
+    camera = Camera(320, focal=800, distance=80)
+    first, mask = renderer.render(face_model.neutral, camera, Appearance())
+    second, _ = renderer.render(face_model.neutral, camera, Appearance())
+    np.testing.assert_array_equal(first, second)
+    assert 0.1 < mask.mean() < 0.9
+
+
+def test_projected_landmarks_land_on_the_rendered_features(face_model, renderer):
+    """mediapipe, run on the renders, finds the eye corners, nose tip and mouth corners where the projected
+    ICT landmarks say they are."""
+    from serep_engine.capture.tracking import FaceTracker
+    from serep_engine.synth.render import Appearance, Camera
+
+    # (mediapipe index, ICT 68-point index): eye outer corners, nose tip, mouth corners
+    pairs = [(33, 36), (263, 45), (1, 30), (61, 48), (291, 54)]
+    with FaceTracker(video=False, max_faces=1) as tracker:
+        for yaw in (0, 30):
+            camera = Camera(320, focal=800, distance=80, yaw=yaw)
+            mesh = face_model.neutral + 0.5 * face_model.expression_basis[45]  # a half smile
+            image, mask = renderer.render(mesh, camera, Appearance())
+            observation = tracker.track(np.where(mask[..., None], image, 128).astype(np.uint8))
+            assert observation.found
+            projected, _ = camera.project(mesh[face_model.landmarks68])
+            inter_ocular = np.linalg.norm(projected[36] - projected[45])
+            found = observation.landmarks[[p[0] for p in pairs], :2]
+            error = np.linalg.norm(found - projected[[p[1] for p in pairs]], axis=1)
+            assert error.mean() < 0.1 * inter_ocular, (yaw, error)
+
+
+def test_crop_similarity_is_exact_on_a_similar_copy():
+    points = CANONICAL_POINTS * 200
+    angle = 0.4
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = points @ rotation.T * 1.3 + [17, -5]
+    np.testing.assert_allclose(transform_points(moved, similarity_to_crop(moved, 200)), points, atol=1e-9)
+
+
+def test_protocol_alignment_is_exact_on_a_rigidly_moved_copy(face_model):
+    truth = face_model.face_neutral[None] + 0.3 * face_model.face_expression_basis[[26, 45]]
+    angle = np.radians(25)
+    rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    moved = truth @ rotation.T + [3.0, -1.0, 2.0]
+    errors = region_errors_mm(face_model, moved, truth)
+    assert all(e.max() < 1e-4 for e in errors.values())
+    np.testing.assert_allclose(kabsch_align(moved, truth), truth, atol=1e-4)
+
+
+def test_synthetic_samples_are_seeded_and_complete(face_model, tmp_path):
+    from serep_engine.synth.shards import read_shard, write_synthetic_set
+
+    summary = write_synthetic_set(6, tmp_path / "a", seed=3, shard_size=3, workers=1, log=lambda _: None)
+    write_synthetic_set(6, tmp_path / "b", seed=3, shard_size=3, workers=1, log=lambda _: None)
+    assert summary["n"] == 6 and summary["shards"] == 2
+    first, again = read_shard(tmp_path / "a" / "shard_00000.npz"), read_shard(tmp_path / "b" / "shard_00000.npz")
+    np.testing.assert_array_equal(first["crops"], again["crops"])
+    assert first["crops"].shape == (3, 256, 256, 3)
+    assert first["code"].shape == (3, 64) and first["weights"].shape == (3, 53)
+    assert first["landmarks"].shape == (3, 68, 2) and first["visible"].dtype == bool
+    assert first["pose"].shape == (3, 3)
+    # the landmarks sit inside the crop, where the cropping put the face
+    assert ((first["landmarks"] > -20) & (first["landmarks"] < 276)).mean() > 0.95
+
+
+def test_eval_capture_contract_on_a_small_subset(repo_root):
+    out = subprocess.run(
+        [sys.executable, "-m", "serep_engine", "eval", "capture", "--method", "neutral", "--method",
+         "landmark_fit", "--json", "--subjects", "1", "--frames", "40"],
+        capture_output=True, text=True, cwd=repo_root, check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["method"] == "landmark_fit"
+    assert set(result["regions_mm"]) == {"forehead", "nose", "cheek", "mouth", "mean"}
+    assert set(result["views_mm"]) == {"frontal", "angled", "profile"}
+    assert result["n_frames"] == 5 * 40
+    logged = [json.loads(line) for line in out.stderr.splitlines() if line.startswith('{"method"')]
+    neutral = next(r for r in logged if r["method"] == "neutral")
+    assert result["regions_mm"]["mouth"] < neutral["regions_mm"]["mouth"]  # fitting beats doing nothing
