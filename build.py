@@ -44,7 +44,22 @@ def requirements_fingerprint() -> str:
     return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "constraints.txt").read_bytes()).hexdigest()
 
 
+def ensure_system_gl() -> None:
+    """The renderer needs an EGL driver (Mesa's llvmpipe on a CPU machine): install it where it is missing
+    and this is a Debian machine we administer."""
+    import ctypes.util
+
+    if sys.platform != "linux" or ctypes.util.find_library("EGL"):
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        run("apt-get", "update", "-qq")
+        run("apt-get", "install", "-y", "-qq", "libegl1", "libgl1-mesa-dri", "libgbm1")
+    else:
+        print("build.py: no EGL library found; install Mesa's EGL (e.g. libegl1 libgl1-mesa-dri) to render")
+
+
 def setup() -> None:
+    ensure_system_gl()
     if STAMP.exists() and STAMP.read_text() == requirements_fingerprint():
         return
     if not PYTHON.exists():

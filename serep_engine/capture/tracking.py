@@ -39,6 +39,16 @@ class FaceTracker:
     def __exit__(self, *exc):
         self.close()
 
+    def faces(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Boxes (x0, y0, x1, y1) of every face in one frame."""
+        height, width = rgb.shape[:2]
+        result = self._mesh.process(rgb)
+        boxes = []
+        for face in result.multi_face_landmarks or []:
+            points = np.array([(p.x * width, p.y * height) for p in face.landmark])
+            boxes.append(np.concatenate([points.min(0), points.max(0)]))
+        return boxes
+
     def track(self, rgb: np.ndarray) -> FaceObservation:
         """One RGB uint8 frame (H, W, 3) -> the main face's landmarks."""
         height, width = rgb.shape[:2]

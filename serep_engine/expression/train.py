@@ -104,7 +104,9 @@ def train_expression(config: TrainConfig, face_model: ICTModel | None = None, ou
     initialise(model, data, config, rng)
     init_seconds = time.perf_counter() - started
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(config.steps, 1))
+    warmup = max(1, config.steps // 10)  # Adam's first steps are full-size: ease in from the initialisation
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: min((step + 1) / warmup, 0.5 * (1 + np.cos(np.pi * step / max(config.steps, 1)))))
     pool = rng.choice(len(data.neutrals), min(config.refine_identities, len(data.neutrals)), replace=False)
     systems: dict[int, object] = {}
     history = []

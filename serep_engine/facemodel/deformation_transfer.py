@@ -62,7 +62,13 @@ class DeformationTransfer:
             shape=(len(self.anchors), n_vertices + n_triangles),
         )
         self.P = anchor_rows
-        self._factor = spla.splu((self.A.T @ self.A + self.P.T @ self.P).tocsc())
+        # Each fourth vertex belongs to one triangle, so the normal matrix's fourth-vertex block is diagonal
+        # and eliminating it (Schur complement) leaves a mesh-sparse system over the vertices only.
+        normal = (self.A.T @ self.A + self.P.T @ self.P).tocsr()
+        self._inverse_ff = 1.0 / normal[n_vertices:, n_vertices:].diagonal()
+        self._m_vf = normal[:n_vertices, n_vertices:]
+        schur = normal[:n_vertices, :n_vertices] - self._m_vf @ sp.diags(self._inverse_ff) @ self._m_vf.T
+        self._factor = spla.splu(schur.tocsc())
     @property
     def n_vertices(self) -> int:
         return len(self.target_rest)
@@ -81,17 +87,19 @@ class DeformationTransfer:
         return rhs + self.P.T @ (self.anchor_weight * anchors)
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
+        """Vertex part (K, V, 3) of the normal equations' solution for right-hand sides (unknowns, 3K)."""
         k = rhs.shape[1] // 3
-        solution = self._factor.solve(np.asarray(rhs, np.float64))
-        return solution[: self.n_vertices].reshape(self.n_vertices, k, 3).transpose(1, 0, 2)
+        n = self.n_vertices
+        reduced = rhs[:n] - self._m_vf @ (self._inverse_ff[:, None] * rhs[n:])
+        vertices = self._factor.solve(np.asarray(reduced, np.float64))
+        return vertices.reshape(n, k, 3).transpose(1, 0, 2)
 
     def adjoint(self, grad_displacements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gradients of a loss with respect to G (K, T, 3, 3) and the anchor displacements (K, n_anchors, 3),
         given its gradient with respect to the displacements (K, V, 3). The normal matrix is symmetric."""
         k = len(grad_displacements)
-        g = np.zeros((self._factor.shape[0], 3 * k))
-        g[: self.n_vertices] = grad_displacements.transpose(1, 0, 2).reshape(self.n_vertices, 3 * k)
-        y = self._factor.solve(g)
+        y_vertices = self._factor.solve(grad_displacements.transpose(1, 0, 2).reshape(self.n_vertices, 3 * k))
+        y = np.vstack([y_vertices, -self._inverse_ff[:, None] * (self._m_vf.T @ y_vertices)])
         grad_b = (self.A @ y).reshape(-1, 3, k, 3).transpose(2, 0, 3, 1)  # (K, T, c, r) -> G[c, r]
         grad_anchor = (self.anchor_weight * (self.P @ y)).reshape(len(self.anchors), k, 3).transpose(1, 0, 2)
         return grad_b, grad_anchor

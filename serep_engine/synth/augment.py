@@ -21,26 +21,25 @@ def procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 class VideoBackgrounds:
-    """Random patches of frames of real clips, taken from the frame's outer thirds so that the (front-
-    facing, centred) person in those clips rarely shows; frames are read once and kept small."""
+    """Random square patches of frames of real clips that do not overlap a face: mediapipe looks at each
+    frame and patches touching any face box (with a margin) are dropped. Frames are read once, kept small."""
 
     def __init__(self, videos: list[Path], frames_per_video: int = 8, size: int = 320, seed: int = 0):
+        from serep_engine.capture.tracking import FaceTracker
+
         rng = np.random.default_rng(seed)
         self.patches = []
-        for video in videos:
-            capture = cv2.VideoCapture(str(video))
-            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-            for index in sorted(rng.choice(max(count, 1), min(frames_per_video, max(count, 1)), replace=False)):
-                capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
-                ok, frame = capture.read()
-                if not ok:
-                    continue
-                h, w = frame.shape[:2]
-                side = min(h, w) // 3
-                for x0 in (0, w - side):  # the left and right outer strips
-                    patch = frame[(h - side) // 2:(h + side) // 2, x0:x0 + side]
-                    self.patches.append(cv2.cvtColor(cv2.resize(patch, (size, size)), cv2.COLOR_BGR2RGB))
-            capture.release()
+        with FaceTracker(video=False, max_faces=4) as tracker:
+            for video in videos:
+                capture = cv2.VideoCapture(str(video))
+                count = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 1)
+                for index in sorted(rng.choice(count, min(frames_per_video, count), replace=False)):
+                    capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
+                    ok, frame = capture.read()
+                    if ok:
+                        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                        self.patches += _face_free_patches(rgb, tracker.faces(rgb), rng, size)
+                capture.release()
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -48,6 +47,23 @@ class VideoBackgrounds:
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         patch = self.patches[rng.integers(len(self.patches))]
         return patch[:, ::-1].copy() if rng.random() < 0.5 else patch.copy()
+
+
+def _face_free_patches(rgb: np.ndarray, face_boxes: list[np.ndarray], rng: np.random.Generator, size: int,
+                       tries: int = 6) -> list[np.ndarray]:
+    height, width = rgb.shape[:2]
+    side = min(height, width) // 3
+    patches = []
+    for _ in range(tries):
+        x0, y0 = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+        box = np.array([x0, y0, x0 + side, y0 + side])
+        if all(_disjoint(box, face, margin=0.25 * (face[2] - face[0])) for face in face_boxes):
+            patches.append(cv2.resize(rgb[y0:y0 + side, x0:x0 + side], (size, size)))
+    return patches
+
+
+def _disjoint(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
+    return a[2] < b[0] - margin or a[0] > b[2] + margin or a[3] < b[1] - margin or a[1] > b[3] + margin
 
 
 def occlude(image: np.ndarray, rng: np.random.Generator, centre: np.ndarray, scale: float) -> np.ndarray:

@@ -33,7 +33,7 @@ def _write_shard(args) -> int:
     from serep_engine.synth.dataset import SynthGenerator
 
     face_model = ICTModel.load()
-    backgrounds = VideoBackgrounds(videos, frames_per_video=2, seed=shard) if videos else None
+    backgrounds = VideoBackgrounds(videos, frames_per_video=6, seed=shard) if videos else None
     generator = SynthGenerator(face_model, ExpressionModel.from_pretrained("cpu", face_model), config, backgrounds)
     rng = np.random.default_rng([seed, shard])
     samples = []
