@@ -62,6 +62,15 @@ def cmd_eval_capture(args) -> dict:
     return {k: v for k, v in results[-1].items() if not k.startswith("_")}
 
 
+def cmd_synthrex(args) -> dict:
+    from serep_engine.eval.synthrex import N_SUBJECTS, generate
+    from serep_engine.facemodel.ict import ICTModel
+
+    started = time.perf_counter()
+    out = generate(ICTModel.load(args.ict), N_SUBJECTS, log=_log)
+    return {"synthrex": str(out), "seconds": round(time.perf_counter() - started, 1)}
+
+
 def cmd_regions(args) -> dict:
     from serep_engine.facemodel.ict import ICTModel
     from serep_engine.facemodel.regions import draw_regions, region_masks
@@ -126,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--frames", type=int, default=150, help="frames per video (quick checks: fewer)")
     capture.add_argument("--ict", type=Path, default=None)
     capture.set_defaults(func=cmd_eval_capture)
+
+    synthrex = commands.add_parser("synthrex", help="generate (or find) the cached SynthREX benchmark set")
+    synthrex.add_argument("--ict", type=Path, default=None)
+    synthrex.set_defaults(func=cmd_synthrex)
 
     regions = commands.add_parser("regions", help="draw the evaluation regions on the template")
     regions.add_argument("--figure", type=Path, required=True)
