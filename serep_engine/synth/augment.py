@@ -10,14 +10,15 @@ import numpy as np
 
 def procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A smooth colour gradient with blurred blobs (uint8, size x size x 3); noise comes later, in `degrade`."""
+    small = size // 4  # drawn and blurred at a quarter of the size: it is smooth anyway
     corners = rng.uniform(0, 255, (2, 2, 3)).astype(np.float32)
-    image = cv2.resize(corners, (size, size), interpolation=cv2.INTER_LINEAR)
+    image = cv2.resize(corners, (small, small), interpolation=cv2.INTER_LINEAR)
     for _ in range(rng.integers(0, 6)):
-        centre = tuple(int(c) for c in rng.integers(0, size, 2))
-        axes = tuple(int(a) for a in rng.integers(size // 16, size // 3, 2))
+        centre = tuple(int(c) for c in rng.integers(0, small, 2))
+        axes = tuple(int(a) for a in rng.integers(small // 16 + 1, small // 3, 2))
         cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, rng.uniform(0, 255, 3).tolist(), -1)
-    image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(2, 12)))
-    return np.clip(image, 0, 255).astype(np.uint8)
+    image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.5, 3)))
+    return np.clip(cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR), 0, 255).astype(np.uint8)
 
 
 class VideoBackgrounds:
@@ -87,7 +88,7 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.6:
         image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.3, 1.8)))
     if rng.random() < 0.7:
-        noise = rng.normal(0, rng.uniform(1, 8), image.shape)
+        noise = rng.standard_normal(image.shape, dtype=np.float32) * rng.uniform(1, 8)
         image = np.clip(image + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.7:
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 95))])

@@ -29,11 +29,11 @@ IRIS_COLOURS = np.array([[0.25, 0.15, 0.08], [0.12, 0.07, 0.04], [0.25, 0.35, 0.
 @dataclass
 class SynthConfig:
     crop_size: int = 256
-    render_size: int = 320
+    render_size: int = 256
     max_yaw: float = 70.0
     max_pitch: float = 30.0
     identity_scale: tuple[float, float] = (0.5, 2.5)  # per-mode std of identity weights, drawn per identity
-    samples_per_identity: int = 32
+    samples_per_identity: int = 64
     occluder_probability: float = 0.15
 
 
@@ -69,10 +69,14 @@ class SynthGenerator:
     def sample_mesh(self, identity: dict, code: np.ndarray, expression_weights: np.ndarray) -> np.ndarray:
         """Full head: ICT's own deltas move the eyes, teeth and mouth interior; the face template takes the
         identity's decoded displacements."""
-        generic = np.tensordot(expression_weights, self.face_model.expression_basis, axes=1)
-        mesh = identity["neutral"] + generic
-        mesh[:FACE_VERTEX_COUNT] = identity["neutral"][:FACE_VERTEX_COUNT] + np.tensordot(code, identity["basis"], 1)
+        mesh = identity["neutral"].copy()
+        mesh[FACE_VERTEX_COUNT:] += np.tensordot(expression_weights, self._generic_rest_of_head, axes=1)
+        mesh[:FACE_VERTEX_COUNT] += np.tensordot(code, identity["basis"], axes=1)
         return mesh
+
+    @cached_property
+    def _generic_rest_of_head(self) -> np.ndarray:
+        return np.ascontiguousarray(self.face_model.expression_basis[:, FACE_VERTEX_COUNT:])
 
     def random_camera(self, rng: np.random.Generator) -> Camera:
         c = self.config

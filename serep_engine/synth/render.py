@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse
 
 from serep_engine.facemodel.ict import ICTModel, quads_to_triangles
 
@@ -192,6 +193,10 @@ class HeadRenderer:
         polygons = polygons[~cornea]
         self.triangles = quads_to_triangles(polygons).astype(np.int32)
         self.n_vertices = len(face_model.neutral)
+        corners = self.triangles.ravel()
+        self._vertex_triangle = scipy.sparse.csr_matrix(
+            (np.ones(len(corners), np.float32), (corners, np.repeat(np.arange(len(self.triangles)), 3))),
+            shape=(self.n_vertices, len(self.triangles)))
         self.program = self.ctx.program(vertex_shader=VERTEX_SHADER, fragment_shader=FRAGMENT_SHADER)
         self.position_buffer = self.ctx.buffer(reserve=self.n_vertices * 12)
         self.normal_buffer = self.ctx.buffer(reserve=self.n_vertices * 12)
@@ -207,12 +212,9 @@ class HeadRenderer:
         self.depth_fbo = self.fbo
 
     def vertex_normals(self, vertices: np.ndarray) -> np.ndarray:
+        """Area-weighted vertex normals: the sum of the adjacent triangles' cross products."""
         v0, v1, v2 = (vertices[self.triangles[:, i]] for i in range(3))
-        face_normals = np.cross(v1 - v0, v2 - v0)
-        normals = np.zeros_like(vertices)
-        for i in range(3):
-            for axis in range(3):
-                normals[:, axis] += np.bincount(self.triangles[:, i], face_normals[:, axis], self.n_vertices)
+        normals = self._vertex_triangle @ np.cross(v1 - v0, v2 - v0)
         return normals / np.linalg.norm(normals, axis=1, keepdims=True).clip(1e-12)
 
     def render(self, vertices: np.ndarray, camera: Camera, appearance: Appearance) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ SYNTH_IDENTITY_OFFSET = 100_000  # synthetic-set identities: training seeds, apa
 def _write_shard(args) -> int:
     out, shard, count, seed, config, videos = args
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("LP_NUM_THREADS", "1")  # one llvmpipe thread per worker: the workers fill the cores
     import torch
 
     torch.set_num_threads(1)
@@ -33,7 +34,7 @@ def _write_shard(args) -> int:
     from serep_engine.synth.dataset import SynthGenerator
 
     face_model = ICTModel.load()
-    backgrounds = VideoBackgrounds(videos, frames_per_video=6, seed=shard) if videos else None
+    backgrounds = VideoBackgrounds(videos, frames_per_video=6, size=config.render_size, seed=shard) if videos else None
     generator = SynthGenerator(face_model, ExpressionModel.from_pretrained("cpu", face_model), config, backgrounds)
     rng = np.random.default_rng([seed, shard])
     samples = []
