@@ -18,23 +18,23 @@ import numpy as np
 
 from serep_engine.facemodel.ict import TRAIN_SEEDS
 
+SINGLE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LP_NUM_THREADS")
 SYNTH_IDENTITY_OFFSET = 100_000  # synthetic-set identities: training seeds, apart from the expression model's
 
 
 def _write_shard(args) -> int:
     out, shard, count, seed, config, videos = args
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("LP_NUM_THREADS", "1")  # one llvmpipe thread per worker: the workers fill the cores
     import torch
 
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     from serep_engine.expression.model import ExpressionModel
     from serep_engine.facemodel.ict import ICTModel
     from serep_engine.synth.augment import VideoBackgrounds
     from serep_engine.synth.dataset import SynthGenerator
 
     face_model = ICTModel.load()
-    backgrounds = VideoBackgrounds(videos, frames_per_video=6, size=config.render_size, seed=shard) if videos else None
+    backgrounds = VideoBackgrounds(videos, frames_per_video=3, size=config.render_size, seed=shard) if videos else None
     generator = SynthGenerator(face_model, ExpressionModel.from_pretrained("cpu", face_model), config, backgrounds)
     rng = np.random.default_rng([seed, shard])
     samples = []
@@ -66,10 +66,22 @@ def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256,
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     started = time.perf_counter()
     written = 0
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for count in pool.imap_unordered(_write_shard, jobs):
-            written += count
-            log(json.dumps({"type": "progress", "done": written, "total": n, "stage": "synth"}))
+    # One thread per worker in every library (BLAS, OpenMP, llvmpipe): the workers already fill the cores.
+    # The spawned workers read these at start-up, before any import could start its thread pool.
+    single_threaded = {name: "1" for name in SINGLE_THREAD_VARIABLES}
+    saved = {name: os.environ.get(name) for name in single_threaded}
+    os.environ.update(single_threaded)
+    try:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for count in pool.imap_unordered(_write_shard, jobs):
+                written += count
+                log(json.dumps({"type": "progress", "done": written, "total": n, "stage": "synth"}))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     seconds = time.perf_counter() - started
     summary = {"n": written, "shards": len(jobs), "seconds": round(seconds, 2),
                "samples_per_second": round(written / seconds, 2), "workers": workers, "out": str(out)}
