@@ -15,17 +15,16 @@ neutral; errors are the region protocol of `eval/protocol.py`, averaged over fra
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from serep_engine.eval.protocol import region_errors_mm, summarise
 from serep_engine.facemodel.expressions import INDEX, sample_expression
 from serep_engine.facemodel.ict import EVAL_SEEDS, FACE_VERTEX_COUNT, ICTModel
 from serep_engine.facemodel.identities import cache_dir, identity_shapes
+from serep_engine.synth.shards import load_frames, save_frames
 
 VERSION = "synthrex-v1"
 N_SUBJECTS = 8
@@ -106,27 +105,20 @@ def generate(face_model: ICTModel, subjects: int = N_SUBJECTS, log=print) -> Pat
             if path.exists():
                 continue
             view_rng = np.random.default_rng([EVAL_SEEDS[SUBJECT_SEED_OFFSET + index], yaw + 180])
-            encoded = []
+            frames = []
             for f, mesh in enumerate(meshes):
                 wobble = np.sin(2 * np.pi * f / N_FRAMES * np.array([1.0, 2.0]))  # a little head motion
                 camera = Camera(RENDER_SIZE, focal=2.5 * RENDER_SIZE, distance=2.5 * 16.0 / 0.45, yaw=yaw + 3 * wobble[0],
                                 pitch=3 * wobble[1], roll=2 * wobble[0])
                 image, mask = renderer.render(mesh, camera, appearance)
-                frame = augment.degrade(np.where(mask[..., None], image, background), view_rng)
-                encoded.append(cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                                            [cv2.IMWRITE_JPEG_QUALITY, 95])[1])
-            offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])])
-            np.savez(path.with_suffix(".tmp.npz"), jpeg=np.concatenate(encoded), jpeg_offsets=offsets)
-            os.replace(path.with_suffix(".tmp.npz"), path)
+                frames.append(augment.degrade(np.where(mask[..., None], image, background), view_rng))
+            save_frames(path, frames)
             log(json.dumps({"type": "progress", "stage": "synthrex", "subject": index, "yaw": yaw}))
     return out
 
 
 def view_frames(index: int, yaw: int) -> np.ndarray:
-    with np.load(synthrex_dir() / f"subject_{index:02d}_view_{yaw:+03d}.npz", allow_pickle=False) as data:
-        jpeg, offsets = data["jpeg"], data["jpeg_offsets"]
-    return np.stack([cv2.cvtColor(cv2.imdecode(jpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                     for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+    return load_frames(synthrex_dir() / f"subject_{index:02d}_view_{yaw:+03d}.npz")["frames"]
 
 
 def evaluate_method(face_model: ICTModel, name: str, method: MethodFn, subjects: int = N_SUBJECTS,

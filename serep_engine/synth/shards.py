@@ -44,14 +44,28 @@ def _write_shard(args) -> int:
             scale = rng.uniform(*config.identity_scale)
             identity = generator.identity(face_model.identity_weights(TRAIN_SEEDS[identity_index], scale))
         samples.append(generator.render_sample(identity, rng))
-    encoded = [np.frombuffer(cv2.imencode(".jpg", cv2.cvtColor(s["crop"], cv2.COLOR_RGB2BGR),
-                                          [cv2.IMWRITE_JPEG_QUALITY, 95])[1], np.uint8) for s in samples]
-    offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])])
     arrays = {key: np.stack([s[key] for s in samples]) for key in samples[0] if key != "crop"}
-    path = Path(out) / f"shard_{shard:05d}.npz"
+    save_frames(Path(out) / f"shard_{shard:05d}.npz", [s["crop"] for s in samples], **arrays)
+    return count
+
+
+def save_frames(path: Path, frames: list[np.ndarray], **arrays) -> None:
+    """RGB frames as JPEG bytes end to end (`jpeg`, `jpeg_offsets`) plus arrays, written atomically."""
+    encoded = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].ravel()
+               for f in frames]
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])])
     np.savez(path.with_suffix(".tmp.npz"), jpeg=np.concatenate(encoded), jpeg_offsets=offsets, **arrays)
     os.replace(path.with_suffix(".tmp.npz"), path)
-    return count
+
+
+def load_frames(path: Path) -> dict:
+    """The arrays of a file written by `save_frames`, with `frames` (n, H, W, 3) RGB uint8 decoded."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    jpeg, offsets = arrays.pop("jpeg"), arrays.pop("jpeg_offsets")
+    arrays["frames"] = np.stack([cv2.cvtColor(cv2.imdecode(jpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                                 for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+    return arrays
 
 
 def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256, workers: int | None = None,
@@ -91,9 +105,6 @@ def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256,
 
 def read_shard(path: Path) -> dict:
     """A shard's arrays plus `crops` (n, S, S, 3) RGB uint8, decoded."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
-    jpeg, offsets = arrays.pop("jpeg"), arrays.pop("jpeg_offsets")
-    arrays["crops"] = np.stack([cv2.cvtColor(cv2.imdecode(jpeg[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                                for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
+    arrays = load_frames(path)
+    arrays["crops"] = arrays.pop("frames")
     return arrays
