@@ -82,12 +82,13 @@ def test_synthetic_samples_are_seeded_and_complete(face_model, tmp_path):
     assert ((first["landmarks"] > -20) & (first["landmarks"] < 276)).mean() > 0.95
 
 
-def test_eval_capture_contract_on_a_small_subset(repo_root):
+def test_eval_capture_contract_on_a_small_subset(repo_root, tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "serep_engine", "eval", "capture", "--method", "neutral", "--method",
-         "landmark_fit", "--json", "--subjects", "1", "--frames", "40"],
+         "landmark_fit", "--json", "--subjects", "1", "--frames", "40", "--figure", str(tmp_path / "bars.png")],
         capture_output=True, text=True, cwd=repo_root, check=True,
     )
+    assert (tmp_path / "bars.png").stat().st_size > 10_000
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["method"] == "landmark_fit"
     assert set(result["regions_mm"]) == {"forehead", "nose", "cheek", "mouth", "mean"}

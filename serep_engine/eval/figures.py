@@ -52,7 +52,7 @@ def retarget_figure(face_model: ICTModel, typical, typical_predictions, stylised
     plt.close(fig)
 
 
-def capture_figure(face_model: ICTModel, results: list[dict], path, subject: int = 0, yaw: int = 40) -> None:
+def capture_figure(face_model: ICTModel, results: list[dict], path) -> None:
     """Per-region and per-view bars for each method, and a strip of frames of one video: input, ground truth,
     each method's prediction and its error heat map."""
     import matplotlib
@@ -60,11 +60,12 @@ def capture_figure(face_model: ICTModel, results: list[dict], path, subject: int
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from serep_engine.eval.synthrex import subject_truth, view_frames
+    from serep_engine.eval.synthrex import FIGURE_VIDEO, subject_truth, view_frames
 
+    subject, yaw = FIGURE_VIDEO
     truth = subject_truth(face_model, subject)
     frames = view_frames(subject, yaw)
-    shown = np.linspace(0, len(frames) - 1, 4).astype(int)
+    shown = np.linspace(0, len(results[0]["_predictions"]) - 1, 4).astype(int)
     face = np.any(np.stack(list(region_masks(face_model).values())), axis=0)
     columns = 2 + 2 * len(results)
     fig = plt.figure(figsize=(2.0 * columns, 2.2 * (len(shown) + 2)))
@@ -82,7 +83,7 @@ def capture_figure(face_model: ICTModel, results: list[dict], path, subject: int
     for row, f in enumerate(shown, start=3):
         panels = [("input", frames[f], None), ("truth", truth["meshes"][f] - truth["neutral"], None)]
         for result in results:
-            predicted = result["_predictions"][(subject, yaw)][f]
+            predicted = result["_predictions"][f]
             panels.append((result["method"], predicted - truth["neutral"], None))
             panels.append((f"{result['method']} error", None, np.linalg.norm(predicted - truth["meshes"][f], axis=1)))
         for c, (title, content, error) in enumerate(panels):

@@ -31,6 +31,7 @@ N_SUBJECTS = 8
 N_FRAMES = 150
 RENDER_SIZE = 320
 VIEW_GROUPS = {"frontal": (0,), "angled": (-40, 40), "profile": (-60, 60)}
+FIGURE_VIDEO = (0, 40)  # (subject, yaw) whose frames the figure shows
 SUBJECT_SEED_OFFSET = 200_000  # evaluation seeds of SynthREX's identities and appearances
 SCRIPTED = (
     {"eyeBlink_L": 1.0},  # wink
@@ -123,11 +124,12 @@ def view_frames(index: int, yaw: int) -> np.ndarray:
 
 def evaluate_method(face_model: ICTModel, name: str, method: MethodFn, subjects: int = N_SUBJECTS,
                     frames: int = N_FRAMES, log=print) -> dict:
-    """The contract's JSON object for one method (`frames` < 150 evaluates a prefix, for quick checks)."""
+    """The contract's JSON object for one method (`frames` < 150 evaluates a prefix, for quick checks), plus
+    `_predictions` of the figure's video."""
     generate(face_model, subjects, log=log)
     per_region = {r: [] for r in ("forehead", "nose", "cheek", "mouth")}
     per_view = {group: [] for group in VIEW_GROUPS}
-    predictions = {}
+    predictions = None
     for index in range(subjects):
         truth = subject_truth(face_model, index)
         for group, yaws in VIEW_GROUPS.items():
@@ -137,7 +139,8 @@ def evaluate_method(face_model: ICTModel, name: str, method: MethodFn, subjects:
                 for region, values in errors.items():
                     per_region[region].append(values)
                 per_view[group].append(np.mean([values for values in errors.values()], axis=0))
-                predictions[(index, yaw)] = predicted
+                if (index, yaw) == FIGURE_VIDEO:
+                    predictions = predicted
     regions = summarise({region: np.concatenate(values) for region, values in per_region.items()})
     views = {group: round(float(np.mean(np.concatenate(values))), 4) for group, values in per_view.items()}
     n_frames = sum(len(v) for v in per_region["forehead"])

@@ -84,8 +84,7 @@ class ExpressionModel(nn.Module):
     def identity_basis(self, identity: IdentitySystem | np.ndarray | torch.Tensor) -> torch.Tensor:
         """(D, V, 3): the displacement of each code unit on this identity."""
         system = identity if isinstance(identity, IdentitySystem) else self.identity_system(identity)
-        basis = _DecodeBasis.apply(self.gradient_basis, self.anchor_basis, system)
-        return basis.to(self.template.device)
+        return _DecodeBasis.apply(self.gradient_basis, self.anchor_basis, system)
 
     @staticmethod
     def decode_with_basis(codes: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:

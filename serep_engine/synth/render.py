@@ -118,7 +118,8 @@ class Camera:
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates (N, 2) and camera-space depth (N,) of head-space points (N, 3)."""
-        camera = points @ self.model_view()[:3, :3].T + self.model_view()[:3, 3]
+        model_view = self.model_view()
+        camera = points @ model_view[:3, :3].T + model_view[:3, 3]
         depth = -camera[:, 2]
         centre = self.size / 2.0
         pixels = np.stack([centre + self.focal * camera[:, 0] / depth, centre - self.focal * camera[:, 1] / depth], 1)
@@ -209,7 +210,6 @@ class HeadRenderer:
             index_buffer=index_buffer,
         )
         self.fbo = self.ctx.simple_framebuffer((size, size), components=4)
-        self.depth_fbo = self.fbo
 
     def vertex_normals(self, vertices: np.ndarray) -> np.ndarray:
         """Area-weighted vertex normals: the sum of the adjacent triangles' cross products."""
