@@ -1,0 +1,111 @@
+"""The capture result file (DESIGN.md contract): what the engine hands to the add-on.
+
+An `.npz` (never pickled) with
+    frames (F,) int, fps (), face_found (F,) bool, codes (F, D), head_pose (F, 6),
+    basis (K, V, 3) float32 displacements on the target mesh's vertices, weights (F, K),
+and optionally arkit_names (52,) str, arkit_weights (F, 52), landmarks2d (F, L, 2).
+Per frame, the displacement of the target is weights[f] @ basis. `load` validates everything it reads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+OPTIONAL = ("arkit_names", "arkit_weights", "landmarks2d")
+
+
+class ResultFileError(ValueError):
+    """A result file that is missing, unreadable or not what the contract says."""
+
+
+@dataclass
+class CaptureResult:
+    frames: np.ndarray
+    fps: float
+    face_found: np.ndarray
+    codes: np.ndarray
+    head_pose: np.ndarray
+    basis: np.ndarray
+    weights: np.ndarray
+    arkit_names: np.ndarray | None = None
+    arkit_weights: np.ndarray | None = None
+    landmarks2d: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.frames = np.asarray(self.frames, np.int64)
+        self.fps = float(self.fps)
+        self.face_found = np.asarray(self.face_found, bool)
+        self.codes = np.asarray(self.codes, np.float32)
+        self.head_pose = np.asarray(self.head_pose, np.float32)
+        self.basis = np.asarray(self.basis, np.float32)
+        self.weights = np.asarray(self.weights, np.float32)
+        self.validate()
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    def displacements(self, frame_index: int) -> np.ndarray:
+        """(V, 3) displacement of the target at one frame (by position in `frames`)."""
+        return np.tensordot(self.weights[frame_index], self.basis, axes=1)
+
+    def validate(self) -> None:
+        f = len(self.frames)
+
+        def check(condition: bool, message: str) -> None:
+            if not condition:
+                raise ResultFileError(message)
+
+        check(self.frames.ndim == 1 and f > 0, "frames must be a non-empty 1-D array")
+        check(bool(np.all(np.diff(self.frames) > 0)), "frames must be strictly increasing")
+        check(np.isfinite(self.fps) and 0 < self.fps <= 1000, f"fps must be in (0, 1000], got {self.fps}")
+        check(self.face_found.shape == (f,), f"face_found must have shape ({f},)")
+        check(self.codes.ndim == 2 and len(self.codes) == f, f"codes must have shape ({f}, D)")
+        check(self.head_pose.shape == (f, 6), f"head_pose must have shape ({f}, 6)")
+        check(self.basis.ndim == 3 and self.basis.shape[2] == 3, "basis must have shape (K, V, 3)")
+        check(self.weights.shape == (f, len(self.basis)), f"weights must have shape ({f}, {len(self.basis)})")
+        for name in ("codes", "head_pose", "basis", "weights"):
+            check(bool(np.isfinite(getattr(self, name)).all()), f"{name} holds NaN or infinite values")
+        if self.arkit_weights is not None:
+            self.arkit_weights = np.asarray(self.arkit_weights, np.float32)
+            self.arkit_names = np.asarray(self.arkit_names, str)
+            check(self.arkit_weights.shape == (f, len(self.arkit_names)), "arkit_weights must be (F, len(arkit_names))")
+            check(bool(((self.arkit_weights >= 0) & (self.arkit_weights <= 1)).all()), "arkit_weights must be in [0, 1]")
+        if self.landmarks2d is not None:
+            self.landmarks2d = np.asarray(self.landmarks2d, np.float32)
+            check(self.landmarks2d.ndim == 3 and self.landmarks2d.shape[0] == f and self.landmarks2d.shape[2] == 2,
+                  "landmarks2d must have shape (F, L, 2)")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a failed write leaves no partial result behind."""
+        path = Path(path)
+        arrays = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        arrays["fps"] = np.float64(self.fps)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CaptureResult:
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except FileNotFoundError:
+            raise ResultFileError(f"result file not found: {path}") from None
+        except (OSError, ValueError) as error:
+            raise ResultFileError(f"not a readable result file: {path} ({error})") from None
+        required = [f.name for f in fields(cls) if f.name not in OPTIONAL]
+        missing = [name for name in required if name not in arrays]
+        if missing:
+            raise ResultFileError(f"result file {path} lacks {', '.join(missing)}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in arrays.items() if name in known})
