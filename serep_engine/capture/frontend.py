@@ -1,0 +1,57 @@
+"""The capture front end for real footage: stream a clip, track the main face, and cut the same
+similarity crop the synthetic renders use, its five anchor points smoothed over time (One Euro) so the
+crop does not jitter. Frames without a face are flagged; the smoothing restarts after a gap."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from serep_engine.capture.crop import crop_face, similarity_to_crop
+from serep_engine.capture.filters import OneEuroFilter
+from serep_engine.capture.tracking import FaceTracker
+from serep_engine.capture.video import probe, read_frames
+
+# mediapipe face-mesh indices: both irises' centres, the nose tip, both mouth corners.
+IRIS_CENTRES, NOSE_TIP, MOUTH_CORNERS = (468, 473), 1, (61, 291)
+
+
+def five_points_from_mediapipe(landmarks: np.ndarray) -> np.ndarray:
+    """The crop's five points in image-left to image-right order (whichever way the face is turned)."""
+    eyes = landmarks[list(IRIS_CENTRES), :2]
+    mouth = landmarks[list(MOUTH_CORNERS), :2]
+    eyes, mouth = eyes[np.argsort(eyes[:, 0])], mouth[np.argsort(mouth[:, 0])]
+    return np.vstack([eyes, landmarks[NOSE_TIP, :2][None], mouth])
+
+
+@dataclass
+class FrontEndFrame:
+    index: int
+    found: bool
+    crop: np.ndarray | None  # (S, S, 3) RGB uint8, None without a face
+    transform: np.ndarray | None  # 2x3 image -> crop
+    landmarks: np.ndarray  # (478, 3) image pixels, NaN without a face
+
+
+def front_end(path: str | os.PathLike, start: int = 0, end: int | None = None, crop_size: int = 256,
+              smoothing: float = 1.0) -> Iterator[FrontEndFrame]:
+    """Per frame of the clip's range, the main face's landmarks and its smoothed crop. `smoothing` scales
+    the One Euro filter's minimum cut-off down (0 turns smoothing off)."""
+    info = probe(path)
+    points_filter = OneEuroFilter(info.fps, min_cutoff=1.5 / max(smoothing, 1e-6), beta=0.02) if smoothing else None
+    with FaceTracker(video=True) as tracker:
+        for index, rgb in read_frames(path, start, end):
+            observation = tracker.track(rgb)
+            if not observation.found:
+                if points_filter:
+                    points_filter.reset()
+                yield FrontEndFrame(index, False, None, None, observation.landmarks)
+                continue
+            points = five_points_from_mediapipe(observation.landmarks)
+            if points_filter:
+                points = points_filter(points)
+            transform = similarity_to_crop(points, crop_size)
+            yield FrontEndFrame(index, True, crop_face(rgb, transform, crop_size), transform, observation.landmarks)

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from serep_engine.capture.filters import OneEuroFilter
+from serep_engine.capture.frontend import front_end
+from serep_engine.facemodel.ict import default_data_dir
+
+CLIP = default_data_dir() / "real" / "videos" / "liveportrait_d0.mp4"
+
+
+def test_one_euro_removes_jitter_but_follows_motion():
+    rng = np.random.default_rng(0)
+    t = np.arange(200) / 30.0
+    truth = np.where(t < 3, 0.0, 10.0)  # still, then a jump
+    noisy = truth + rng.normal(0, 0.5, len(t))
+    smooth_filter = OneEuroFilter(30.0, min_cutoff=0.5, beta=0.05)
+    smooth = np.array([smooth_filter(np.array([v]))[0] for v in noisy])
+    still = t < 3
+    assert np.std(smooth[still][10:]) < 0.4 * np.std(noisy[still][10:])
+    assert abs(smooth[int(3.5 * 30)] - 10.0) < 1.5  # it follows a fast move within half a second
+
+
+def test_front_end_crops_real_footage_steadily():
+    if not CLIP.exists():
+        pytest.skip(f"real clips not found at {CLIP.parent}")
+    smoothed = list(front_end(CLIP, 0, 40, crop_size=128))
+    raw = list(front_end(CLIP, 0, 40, crop_size=128, smoothing=0))
+    assert len(smoothed) == 40 and all(f.found for f in smoothed)
+    assert smoothed[0].crop.shape == (128, 128, 3)
+
+    def jitter(frames):
+        centres = np.array([np.linalg.inv(np.vstack([f.transform, [0, 0, 1]]))[:2] @ [64, 64, 1] for f in frames])
+        return np.abs(np.diff(centres, n=2, axis=0)).mean()  # acceleration of the crop centre, pixels
+
+    assert jitter(smoothed) < jitter(raw)
+    # the crop holds the face where the synthetic crops hold it: the nose tip near the canonical point
+    nose = smoothed[20].transform @ np.append(smoothed[20].landmarks[1, :2], 1)
+    assert np.linalg.norm(nose - np.array([0.5, 0.57]) * 128) < 0.08 * 128
