@@ -123,3 +123,15 @@ def test_cli_bad_input_is_one_line(repo_root, tmp_path):
     )
     assert out.returncode != 0
     assert out.stderr.strip().startswith("serep: error:") and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_console_script_is_the_same_cli(repo_root):
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "serep"
+    if not script.exists():
+        pytest.skip("the serep console script is not installed in this environment")
+    via_script = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    via_module = subprocess.run([sys.executable, "-m", "serep_engine", "--help"], capture_output=True, text=True,
+                                check=True, cwd=repo_root).stdout
+    assert via_script == via_module and "eval" in via_script
