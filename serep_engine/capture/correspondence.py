@@ -14,19 +14,6 @@ VIEW_YAWS = (-20.0, 0.0, 20.0)
 MAX_SURFACE_DISTANCE_CM = 0.5
 
 
-def unproject(pixels: np.ndarray, depth_image: np.ndarray, camera) -> np.ndarray:
-    """Head-space points (N, 3) under pixels (N, 2); NaN where nothing was drawn."""
-    ij = np.clip(pixels.round().astype(int), 0, camera.size - 1)
-    depth = depth_image[ij[:, 1], ij[:, 0]]
-    depth = np.where(np.isfinite(depth), depth, np.nan)
-    centre = camera.size / 2.0
-    camera_points = np.stack([(pixels[:, 0] - centre) * depth / camera.focal,
-                              -(pixels[:, 1] - centre) * depth / camera.focal, -depth], 1)
-    model_view = camera.model_view()
-    head = (camera_points - model_view[:3, 3]) @ model_view[:3, :3]
-    return head
-
-
 def mediapipe_to_template(face_model: ICTModel) -> tuple[np.ndarray, np.ndarray]:
     """(478,) template vertex per mediapipe landmark and (478,) whether it lies on the template's face."""
     import mediapipe
@@ -48,7 +35,7 @@ def mediapipe_to_template(face_model: ICTModel) -> tuple[np.ndarray, np.ndarray]
             image, mask = renderer.render(face_model.neutral, camera, Appearance())
             observation = tracker.track(np.where(mask[..., None], image, 128).astype(np.uint8))
             if observation.found:
-                points.append(unproject(observation.landmarks[:, :2], renderer.depth(), camera))
+                points.append(camera.unproject(observation.landmarks[:, :2], renderer.depth()))
     if not points:
         raise RuntimeError("mediapipe found no face on the rendered template")
     surface = np.nanmedian(np.stack(points), axis=0)

@@ -112,9 +112,8 @@ class ExpressionModel(nn.Module):
         neutral per mesh (B, V, 3) -> (B, D)."""
         if np.ndim(neutral) == 3:
             return torch.stack([self.encode(e[None], n)[0] for e, n in zip(expressive, neutral, strict=True)])
-        neutral_tensor = torch.as_tensor(np.asarray(neutral.cpu() if torch.is_tensor(neutral) else neutral),
-                                         dtype=expressive.dtype, device=expressive.device)
-        return self.encode_displacements(expressive - neutral_tensor, self.identity_basis(neutral))
+        neutral = torch.as_tensor(neutral, dtype=expressive.dtype, device=expressive.device)
+        return self.encode_displacements(expressive - neutral, self.identity_basis(neutral))
 
     # -- persistence: tensors only (safetensors) plus a JSON of the config and provenance --
 

@@ -125,6 +125,18 @@ class Camera:
         pixels = np.stack([centre + self.focal * camera[:, 0] / depth, centre - self.focal * camera[:, 1] / depth], 1)
         return pixels, depth
 
+    def unproject(self, pixels: np.ndarray, depth_image: np.ndarray) -> np.ndarray:
+        """Head-space points (N, 3) of the surface under pixels (N, 2) of a render's depth image (the inverse
+        of `project`); NaN where nothing was drawn."""
+        ij = np.clip(pixels.round().astype(int), 0, self.size - 1)
+        depth = depth_image[ij[:, 1], ij[:, 0]]
+        depth = np.where(np.isfinite(depth), depth, np.nan)
+        centre = self.size / 2.0
+        camera = np.stack([(pixels[:, 0] - centre) * depth / self.focal,
+                           -(pixels[:, 1] - centre) * depth / self.focal, -depth], 1)
+        model_view = self.model_view()
+        return (camera - model_view[:3, 3]) @ model_view[:3, :3]
+
 
 @dataclass
 class Appearance:

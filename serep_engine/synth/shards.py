@@ -22,8 +22,10 @@ SINGLE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_T
 SYNTH_IDENTITY_OFFSET = 100_000  # synthetic-set identities: training seeds, apart from the expression model's
 
 
-def _write_shard(args) -> int:
-    out, shard, count, seed, config, videos = args
+_worker: dict = {}  # the generator each worker process builds once
+
+
+def _start_worker(config, videos: list[Path], seed: int) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -34,8 +36,15 @@ def _write_shard(args) -> int:
     from serep_engine.synth.dataset import SynthGenerator
 
     face_model = ICTModel.load()
-    backgrounds = VideoBackgrounds(videos, frames_per_video=3, size=config.render_size, seed=shard) if videos else None
-    generator = SynthGenerator(face_model, ExpressionModel.from_pretrained("cpu", face_model), config, backgrounds)
+    backgrounds = VideoBackgrounds(videos, frames_per_video=3, size=config.render_size, seed=seed) if videos else None
+    model = ExpressionModel.from_pretrained("cpu", face_model)
+    _worker["generator"] = SynthGenerator(face_model, model, config, backgrounds)
+
+
+def _write_shard(args) -> int:
+    out, shard, count, seed = args
+    generator = _worker["generator"]
+    config, face_model = generator.config, generator.face_model
     rng = np.random.default_rng([seed, shard])
     samples = []
     for i in range(count):
@@ -75,8 +84,7 @@ def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256,
     config = config or SynthConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(out, shard, min(shard_size, n - start), seed, config, videos or [])
-            for shard, start in enumerate(range(0, n, shard_size))]
+    jobs = [(out, shard, min(shard_size, n - start), seed) for shard, start in enumerate(range(0, n, shard_size))]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     started = time.perf_counter()
     written = 0
@@ -86,7 +94,8 @@ def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256,
     saved = {name: os.environ.get(name) for name in single_threaded}
     os.environ.update(single_threaded)
     try:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_start_worker, initargs=(config, videos or [], seed)) as pool:
             for count in pool.imap_unordered(_write_shard, jobs):
                 written += count
                 log(json.dumps({"type": "progress", "done": written, "total": n, "stage": "synth"}))
