@@ -4,6 +4,8 @@
     python build.py setup   create .venv and install the engine, the add-on's test tools and Blender (bpy)
     python build.py test    set up if needed, then run the test suite
     python build.py demo    show the engine at work on its default input (writes PNGs under demo/)
+    python build.py extension [--platform linux-x64|windows-x64|macos-arm64|all] [--out DIR] [--cuda]
+                            the Blender extension zip(s), with the platform's wheels (cached under wheels/)
 
 Runs with any Python 3; the environment it builds uses Python 3.11 (Blender 4.2-5.0's).
 """
@@ -11,7 +13,9 @@ Runs with any Python 3; the environment it builds uses Python 3.11 (Blender 4.2-
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,7 +94,113 @@ def demo() -> int:
     return 0
 
 
+# -- the Blender extension ---------------------------------------------------------------------------------
+EXTENSION_PLATFORMS = {  # Blender's platform -> pip's platform tags of Python 3.11 wheels that run there
+    "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
+    "windows-x64": ["win_amd64"],
+    "macos-arm64": ["macosx_12_0_arm64", "macosx_11_0_arm64", "macosx_11_0_universal2", "macosx_10_9_universal2"],
+}
+# What the worker imports at run time (numpy excluded: Blender ships it); versions come from constraints.txt.
+EXTENSION_WHEELS = [
+    "torch", "filelock", "fsspec", "jinja2", "markupsafe", "networkx", "sympy", "mpmath", "typing-extensions",
+    "scipy", "opencv-contrib-python", "safetensors", "trimesh",
+    "mediapipe", "absl-py", "attrs", "flatbuffers", "protobuf", "sounddevice", "cffi", "pycparser",
+    "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "packaging", "pillow", "pyparsing",
+    "python-dateutil", "tzdata",
+]
+
+
+def pinned_versions() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def blender_ext_script() -> Path:
+    """Blender's own extension tool, shipped inside the bpy package that setup installs."""
+    found = sorted(VENV.glob("lib*/**/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    if not found:
+        sys.exit("build.py: blender_ext.py not found in .venv's bpy package (run `python build.py setup`)")
+    return found[-1]
+
+
+def download_wheels(platform: str, cuda: bool = False) -> list[Path]:
+    """The platform's wheels, downloaded once into wheels/<platform>/ (torch: the CPU build unless cuda)."""
+    pins = pinned_versions()
+    folder = ROOT / "wheels" / (platform + ("-cuda" if cuda else ""))
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = [f"{name}=={pins[name]}" for name in EXTENSION_WHEELS if name != "torch"]
+    # torch: "2.13.0" also matches a local "+cpu" build; "===" asks for the plain (CUDA on Linux) one.
+    torch = f"torch==={TORCH.split('==')[1]}" if cuda else TORCH
+    tags = [arg for tag in EXTENSION_PLATFORMS[platform] for arg in ("--platform", tag)]
+    common = [PYTHON, "-m", "pip", "download", "--only-binary=:all:", "--python-version", "3.11",
+              "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none", *tags, "-d", folder]
+    run(*common, "--no-deps", *wanted)
+    if cuda:  # the CUDA build needs its nvidia-* runtime wheels: resolve torch's own dependencies
+        run(*common, torch)
+        for numpy in folder.glob("numpy-*.whl"):
+            numpy.unlink()
+    else:
+        run(*common, "--no-deps", torch)
+    pins["torch"] = TORCH.split("==")[1]
+
+    def wanted_wheel(path: Path) -> bool:  # this build's pins only, should the cache hold older ones
+        name, version = path.name.split("-")[:2]
+        return cuda or pins.get(name.lower().replace("_", "-")) == version.split("+")[0]
+
+    return sorted(filter(wanted_wheel, folder.glob("*.whl")))
+
+
+def extension(platforms: list[str], out: Path, cuda: bool = False) -> list[Path]:
+    """Stage the add-on (serep_blender as the package root, serep_engine with its weights under engine/,
+    the wheels) and let Blender's `blender_ext.py build --split-platforms` write one zip per platform."""
+    stage = ROOT / "build" / "extension"
+    shutil.rmtree(stage, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "serep_blender", stage, ignore=ignore)
+    shutil.copytree(ROOT / "serep_engine", stage / "engine" / "serep_engine", ignore=ignore)
+    (stage / "wheels").mkdir()
+    wheels = []
+    for platform in platforms:
+        for wheel in download_wheels(platform, cuda):
+            if not (stage / "wheels" / wheel.name).exists():
+                shutil.copy2(wheel, stage / "wheels" / wheel.name)
+                wheels.append(f"./wheels/{wheel.name}")
+    manifest = (ROOT / "blender_manifest.toml").read_text()
+    lines = [line for line in manifest.splitlines() if not line.startswith("platforms =")]
+    generated = f"platforms = {json.dumps(platforms)}\nwheels = {json.dumps(sorted(wheels), indent=1)}\n"
+    lines.insert(lines.index("[permissions]"), generated)  # TOML arrays of strings read like JSON ones
+    (stage / "blender_manifest.toml").write_text("\n".join(lines) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    run(PYTHON, blender_ext_script(), "build", "--source-dir", stage, "--output-dir", out, "--split-platforms")
+    version = re.search(r'^version = "(.+)"', manifest, re.M).group(1)
+    zips = [out / f"serep-{version}-{platform.replace('-', '_')}.zip" for platform in platforms]
+    for path in zips:
+        print(f"extension: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return zips
+
+
+def extension_command(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="build.py extension")
+    parser.add_argument("--platform", action="append", choices=[*EXTENSION_PLATFORMS, "all"],
+                        help="repeat for several (default: all)")
+    parser.add_argument("--out", type=Path, default=ROOT / "dist")
+    parser.add_argument("--cuda", action="store_true", help="bundle the CUDA build of torch (Linux: large)")
+    args = parser.parse_args(argv)
+    platforms = list(EXTENSION_PLATFORMS) if not args.platform or "all" in args.platform else args.platform
+    setup()
+    extension(platforms, args.out.resolve(), args.cuda)
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) >= 2 and sys.argv[1] == "extension":
+        return extension_command(sys.argv[2:])
     if len(sys.argv) < 2 or sys.argv[1] not in ("setup", "test", "demo"):
         print(__doc__)
         return 2

@@ -91,6 +91,13 @@ def cmd_synth(args) -> dict:
                                config=config, videos=videos, log=_log)
 
 
+def cmd_worker(args) -> None:
+    """The add-on's background process: JSON lines on stdout (serep_engine/worker.py), its own exit status."""
+    from serep_engine.worker import main as worker_main
+
+    raise SystemExit(worker_main(str(args.job)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serep", description="SEREP engine: semantic facial expression capture")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -144,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     regions.add_argument("--figure", type=Path, required=True)
     regions.add_argument("--ict", type=Path, default=None)
     regions.set_defaults(func=cmd_regions)
+
+    worker = commands.add_parser("worker", help="run one capture job for the Blender add-on (JSON lines on stdout)")
+    worker.add_argument("--job", type=Path, required=True, help="job file (JSON, see serep_engine/job.py)")
+    worker.set_defaults(func=cmd_worker)
     return parser
 
 

@@ -1,0 +1,214 @@
+"""The capture queue: clips -> job files -> engine worker runs -> bakes, one clip at a time.
+
+Runtime state only (never saved into the .blend): the running queue and the last run's summary. The queue
+advances from `bpy.app.timers` (Blender stays responsive) or, for scripts and `blender -b`, from a wait loop;
+both call `CaptureQueue.step`. Nothing in the scene changes until a clip's result is baked, so cancelling
+leaves the scene as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from . import bake
+from .preferences import Settings
+from .runner import WorkerRun, worker_environment
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+ACTIVE: CaptureQueue | None = None
+LAST: dict = {"summary": "", "error": ""}
+
+
+@dataclass
+class Options:
+    mode: str = "BASIS"
+    smoothing: float = 1.0
+    head: str = "NONE"
+    armature: str = ""
+    bone: str = ""
+
+
+def list_clips(directory: str | Path, names: list[str] | None = None) -> list[Path]:
+    directory = Path(bpy.path.abspath(str(directory)))
+    if not directory.is_dir():
+        raise ValueError(f"not a folder: {directory}")
+    clips = [directory / n for n in names] if names else sorted(
+        p for p in directory.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if not clips:
+        raise ValueError(f"no video clips in {directory}")
+    return clips
+
+
+def export_target(obj, path: Path) -> list[str]:
+    """The mesh's rest shape (its reference shape key, else its vertices) and triangles as the engine's
+    target .npz, in object space. Returns the names of its shape keys."""
+    mesh = obj.data
+    co = np.empty(len(mesh.vertices) * 3, np.float32)
+    key = mesh.shape_keys
+    (key.reference_key.data if key is not None else mesh.vertices).foreach_get("co", co)
+    mesh.calc_loop_triangles()
+    triangles = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", triangles)
+    if not len(triangles):
+        raise ValueError(f"{obj.name} has no faces")
+    np.savez(path, vertices=co.reshape(-1, 3), faces=triangles.reshape(-1, 3))
+    return [] if key is None else [block.name for block in key.key_blocks]
+
+
+class CaptureQueue:
+    def __init__(self, obj, clips: list[tuple[Path, int, int | None]], options: Options, settings: Settings,
+                 undo_steps: bool):
+        if obj is None or obj.type != "MESH":
+            raise ValueError("choose a mesh object as the target")
+        for clip, _, _ in clips:
+            if not clip.is_file():
+                raise ValueError(f"clip not found: {clip}")
+        if options.mode == "ARKIT" and obj.data.shape_keys is None:
+            raise ValueError(f"{obj.name} has no shape keys to key in ARKit mode")
+        self.object_name, self.clips, self.options, self.settings = obj.name, clips, options, settings
+        self.undo_steps = undo_steps
+        self.python = settings.interpreter_path()
+        jobs = Path(settings.cache_dir) / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix="capture-", dir=jobs))
+        self.shape_keys = export_target(obj, self.work / "target.npz")
+        self.env = worker_environment(settings.bundled_site(), settings.cache_dir)
+        self.index = 0
+        self.run: WorkerRun | None = None
+        self.baked: list[dict] = []
+        self.failed: list[tuple[str, str]] = []
+        self.cancelled = False
+        self.finished = False
+
+    # -- progress for the panel ----------------------------------------------------------------------------
+    @property
+    def clip(self) -> Path:
+        return self.clips[min(self.index, len(self.clips) - 1)][0]
+
+    def fraction(self) -> float:
+        state = self.run.state if self.run else None
+        within = state.done / state.total if state and state.total and state.stage == "tracking" else 0.0
+        return (self.index + within) / len(self.clips)
+
+    def status(self) -> str:
+        state = self.run.state if self.run else None
+        where = f"clip {self.index + 1}/{len(self.clips)} " if len(self.clips) > 1 else ""
+        if state is None:
+            return f"{where}starting"
+        return f"{where}{state.stage} {state.done}/{state.total} frames, {state.fps:.1f} fps"
+
+    # -- the work --------------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        clip, start, end = self.clips[self.index]
+        job_dir = self.work / f"{self.index:04d}"
+        job_dir.mkdir()
+        job = {"version": 1, "clip": str(clip), "frame_start": start, "frame_end": end,
+               "target": str(self.work / "target.npz"), "output": str(job_dir / "result.npz"),
+               "device": self.settings.device, "shape_keys": self.shape_keys,
+               "options": {"smoothing": self.options.smoothing, "arkit": self.options.mode == "ARKIT"}}
+        (job_dir / "job.json").write_text(json.dumps(job, indent=1))
+        self.run = WorkerRun(self.python, job_dir / "job.json", self.env)
+
+    def step(self) -> bool:
+        """Advance without blocking; False once every clip is baked, failed or cancelled."""
+        if self.finished:
+            return False
+        if self.run is None:
+            self._start()
+        state = self.run.poll()
+        if not state.finished:
+            return True
+        clip = self.clip
+        if state.result is not None and not self.cancelled:
+            self._bake(clip, Path(state.result), state.extra.get("arkit_keys", {}), state.warnings)
+        elif not self.cancelled:
+            self.failed.append((clip.name, state.error or "unknown error"))
+        self.run = None
+        self.index += 1
+        if self.cancelled or self.index >= len(self.clips):
+            self._finish()
+            return False
+        return True
+
+    def _bake(self, clip: Path, result_path: Path, arkit_keys: dict, warnings: list[str]) -> None:
+        obj = bpy.data.objects.get(self.object_name)
+        try:
+            if obj is None:
+                raise bake.BakeError(f"the target object {self.object_name!r} is gone")
+            armature = bpy.data.objects.get(self.options.armature) if self.options.armature else None
+            summary = bake.bake(obj, bake.load_result(result_path), clip.stem, self.options.mode,
+                                scene=bpy.context.scene, arkit_keys=arkit_keys, head=self.options.head,
+                                armature=armature, bone=self.options.bone)
+        except bake.BakeError as error:
+            self.failed.append((clip.name, str(error)))
+            return
+        summary["clip"], summary["warnings"] = clip.name, list(warnings)
+        self.baked.append(summary)
+        if self.undo_steps and bpy.ops.ed.undo_push.poll():
+            bpy.ops.ed.undo_push(message=f"SEREP bake {clip.name}")
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.run is not None:
+            self.run.cancel()
+
+    def _finish(self) -> None:
+        self.finished = True
+        if self.run is not None:
+            self.run.wait()
+        parts = []
+        if self.baked:
+            frames = sum(s["frames"] for s in self.baked)
+            parts.append(f"baked {len(self.baked)} clip(s), {frames} frames into "
+                         + ", ".join(s["action"] for s in self.baked))
+        if self.cancelled:
+            parts.append("cancelled")
+        LAST["summary"] = "; ".join(parts) or "nothing baked"
+        LAST["error"] = "; ".join(f"{name}: {message}" for name, message in self.failed)
+        if not self.failed:  # keep the job files (and the engine's log) of failed runs for a look
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def run_to_end(self, poll_seconds: float = 0.05) -> None:
+        while self.step():
+            time.sleep(poll_seconds)
+
+
+def start(queue: CaptureQueue, wait: bool) -> CaptureQueue:
+    """Run the queue to its end now (wait), or in the background from a timer."""
+    global ACTIVE
+    if ACTIVE is not None and not ACTIVE.finished:
+        raise ValueError("a capture is already running (cancel it first)")
+    ACTIVE = queue
+    LAST["summary"], LAST["error"] = "", ""
+    if wait:
+        queue.run_to_end()
+    else:
+        bpy.app.timers.register(tick, first_interval=0.05)
+    return queue
+
+
+def tick() -> float | None:
+    """The timer: advance the active queue and redraw the sidebar; None (stop) once it is finished."""
+    running = ACTIVE is not None and ACTIVE.step()
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+    return 0.1 if running else None
+
+
+def stop_all() -> None:
+    """Cancel a running capture (the add-on is being disabled)."""
+    if ACTIVE is not None and not ACTIVE.finished:
+        ACTIVE.cancel()
+        ACTIVE.run_to_end()
+    if bpy.app.timers.is_registered(tick):
+        bpy.app.timers.unregister(tick)

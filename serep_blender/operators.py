@@ -1,0 +1,138 @@
+"""Operators: capture one clip, capture a folder (batch), cancel, and remove what SEREP baked.
+
+Scripting and headless use (DESIGN contract):
+    bpy.ops.serep.capture(filepath=CLIP, frame_start=A, frame_end=B, mode='BASIS', wait=True)
+    bpy.ops.serep.capture_batch(directory=DIR, wait=True)
+run to completion without an event loop, on the active mesh (or the object named by `target`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
+
+from . import bake, capture
+from .preferences import Settings
+from .properties import MODE_ITEMS
+
+
+def _target(context, name: str):
+    if name:
+        return bpy.data.objects.get(name)
+    settings = context.scene.serep
+    return settings.target or context.active_object
+
+
+def _options(context, mode: str) -> capture.Options:
+    settings = context.scene.serep
+    return capture.Options(mode=mode, smoothing=settings.smoothing, head=settings.head,
+                           armature=settings.armature.name if settings.armature else "", bone=settings.bone)
+
+
+class _CaptureMixin:
+    mode: EnumProperty(name="Output", items=MODE_ITEMS, default="BASIS")
+    wait: BoolProperty(name="Wait", default=False, options={"SKIP_SAVE"},
+                       description="Run to completion before returning (scripts, blender -b)")
+    target: StringProperty(name="Target", default="", options={"SKIP_SAVE"},
+                           description="Mesh object to bake onto (empty: the panel's target, else the active object)")
+
+    @classmethod
+    def poll(cls, context):
+        return capture.ACTIVE is None or capture.ACTIVE.finished
+
+    def _run(self, context, clips) -> set[str]:
+        try:
+            queue = capture.CaptureQueue(_target(context, self.target), clips, _options(context, self.mode),
+                                         Settings(context), undo_steps=not self.wait)
+            capture.start(queue, self.wait)
+        except (ValueError, OSError) as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        if not self.wait:
+            self.report({"INFO"}, f"SEREP: capturing {len(clips)} clip(s) in the background")
+            return {"FINISHED"}
+        if capture.LAST["error"]:
+            self.report({"WARNING"} if queue.baked else {"ERROR"}, capture.LAST["error"])
+        if queue.baked:
+            self.report({"INFO"}, f"SEREP: {capture.LAST['summary']}")
+            return {"FINISHED"}
+        return {"CANCELLED"}
+
+
+class SEREP_OT_capture(_CaptureMixin, bpy.types.Operator):
+    """Capture the actor's expressions from a clip onto the target mesh"""
+
+    bl_idname = "serep.capture"
+    bl_label = "Capture"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(name="Clip", subtype="FILE_PATH")
+    frame_start: IntProperty(name="Start", min=0, default=0)
+    frame_end: IntProperty(name="End", min=0, default=0, description="Clip frame to stop before (0: the end)")
+
+    def execute(self, context):
+        clip = Path(bpy.path.abspath(self.filepath or context.scene.serep.clip))
+        if self.frame_end and self.frame_end <= self.frame_start:
+            self.report({"ERROR"}, f"empty frame range [{self.frame_start}, {self.frame_end})")
+            return {"CANCELLED"}
+        return self._run(context, [(clip, self.frame_start, self.frame_end or None)])
+
+
+class SEREP_OT_capture_batch(_CaptureMixin, bpy.types.Operator):
+    """Capture every clip of a folder (or the chosen files) onto the target: one Action per clip"""
+
+    bl_idname = "serep.capture_batch"
+    bl_label = "Capture Batch"
+    bl_options = {"REGISTER", "UNDO"}
+
+    directory: StringProperty(name="Folder", subtype="DIR_PATH")
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+
+    def execute(self, context):
+        try:
+            clips = capture.list_clips(self.directory or context.scene.serep.batch_directory,
+                                       [f.name for f in self.files if f.name])
+        except ValueError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        return self._run(context, [(clip, 0, None) for clip in clips])
+
+
+class SEREP_OT_cancel(bpy.types.Operator):
+    """Stop the running capture; the scene stays as it was for the clip in progress"""
+
+    bl_idname = "serep.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        return capture.ACTIVE is not None and not capture.ACTIVE.finished
+
+    def execute(self, context):
+        capture.ACTIVE.cancel()
+        return {"FINISHED"}
+
+
+class SEREP_OT_clear(bpy.types.Operator):
+    """Remove the shape keys and Actions SEREP created on the target (your own keys and actions stay)"""
+
+    bl_idname = "serep.clear"
+    bl_label = "Remove SEREP Animation"
+    bl_options = {"REGISTER", "UNDO"}
+
+    target: StringProperty(name="Target", default="", options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        obj = _target(context, self.target)
+        if obj is None or obj.type != "MESH":
+            self.report({"ERROR"}, "choose a mesh object as the target")
+            return {"CANCELLED"}
+        removed = bake.clear(obj)
+        self.report({"INFO"}, f"removed {removed} SEREP shape keys and their Actions from {obj.name}")
+        return {"FINISHED"}
+
+
+register, unregister = bpy.utils.register_classes_factory(
+    (SEREP_OT_capture, SEREP_OT_capture_batch, SEREP_OT_cancel, SEREP_OT_clear))

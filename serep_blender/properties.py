@@ -1,0 +1,80 @@
+"""The sidebar's settings, saved with the scene (runtime job state lives in `capture.py`, not in the file)."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+MODE_ITEMS = [
+    ("BASIS", "Basis", "A few SEREP_ shape keys holding the expression basis, their weights keyed per frame"),
+    ("PER_FRAME", "Per Frame", "One shape key per frame, keyed on its frame: exact, heavy"),
+    ("ARKIT", "ARKit", "Key the mesh's own ARKit-named shape keys (jawOpen, ...); no new keys"),
+]
+HEAD_ITEMS = [
+    ("NONE", "None", "Expressions only"),
+    ("OBJECT", "Object", "Key the head rotation on the target object"),
+    ("BONE", "Bone", "Key the head rotation on a bone of an armature"),
+]
+_clip_info: dict[str, tuple[float, int] | None] = {}  # clip path -> (fps, frames), read by Blender's own decoder
+
+
+def clip_info(path: str) -> tuple[float, int] | None:
+    """(fps, frame count) of a clip, or None when Blender cannot read it; cached per path."""
+    path = bpy.path.abspath(path)
+    if path not in _clip_info:
+        try:
+            clip = bpy.data.movieclips.load(path, check_existing=False)
+        except RuntimeError:
+            _clip_info[path] = None
+        else:
+            _clip_info[path] = (clip.fps, clip.frame_duration)
+            bpy.data.movieclips.remove(clip)
+    return _clip_info[path]
+
+
+def cached_clip_info(path: str) -> tuple[float, int] | None | str:
+    """For drawing (which may not add data-blocks): the cached info, or "reading" while a timer reads it."""
+    key = bpy.path.abspath(path)
+    if key in _clip_info:
+        return _clip_info[key]
+    bpy.app.timers.register(lambda: clip_info(path) and None)
+    return "reading"
+
+
+def _clip_changed(self, context):
+    if self.clip:
+        clip_info(self.clip)
+
+
+def _is_mesh(self, obj) -> bool:
+    return obj.type == "MESH"
+
+
+def _is_armature(self, obj) -> bool:
+    return obj.type == "ARMATURE"
+
+
+class SerepSettings(bpy.types.PropertyGroup):
+    clip: StringProperty(name="Clip", subtype="FILE_PATH", update=_clip_changed, description="Video of the actor")
+    frame_start: IntProperty(name="Start", min=0, default=0, description="First clip frame to capture")
+    frame_end: IntProperty(name="End", min=0, default=0,
+                           description="Clip frame to stop before (0: the clip's end)")
+    target: PointerProperty(name="Target", type=bpy.types.Object, poll=_is_mesh,
+                            description="The mesh to animate (empty: the active object)")
+    mode: EnumProperty(name="Output", items=MODE_ITEMS, default="BASIS")
+    smoothing: FloatProperty(name="Smoothing", min=0.0, max=10.0, default=1.0,
+                             description="Temporal smoothing of the expression (0: raw per-frame capture)")
+    head: EnumProperty(name="Head Rotation", items=HEAD_ITEMS, default="NONE")
+    armature: PointerProperty(name="Armature", type=bpy.types.Object, poll=_is_armature)
+    bone: StringProperty(name="Bone", description="Bone of the armature that turns the head")
+    batch_directory: StringProperty(name="Folder", subtype="DIR_PATH", description="Folder of clips to batch")
+
+
+def register():
+    bpy.utils.register_class(SerepSettings)
+    bpy.types.Scene.serep = PointerProperty(type=SerepSettings)
+
+
+def unregister():
+    del bpy.types.Scene.serep
+    bpy.utils.unregister_class(SerepSettings)

@@ -1,0 +1,99 @@
+"""The "SEREP" tab of the 3D Viewport's sidebar: clip, target and output, then Capture / progress / Cancel."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import capture
+from .properties import cached_clip_info
+
+
+class _SidebarMixin:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SEREP"
+
+
+def _running() -> bool:
+    return capture.ACTIVE is not None and not capture.ACTIVE.finished
+
+
+class SEREP_PT_main(_SidebarMixin, bpy.types.Panel):
+    bl_label = "SEREP Capture"
+
+    def draw(self, context):
+        settings = context.scene.serep
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(settings, "clip")
+        info = cached_clip_info(settings.clip) if settings.clip else None
+        if info == "reading":
+            layout.label(text="reading the clip...")
+        elif settings.clip:
+            layout.label(text=f"{info[0]:.3g} fps, {info[1]} frames" if info else "Blender cannot read this clip",
+                         icon="FILE_MOVIE" if info else "ERROR")
+        row = layout.row(align=True)
+        row.prop(settings, "frame_start")
+        row.prop(settings, "frame_end")
+        layout.prop(settings, "target")
+        layout.prop(settings, "mode")
+        layout.prop(settings, "smoothing")
+
+
+class SEREP_PT_head(_SidebarMixin, bpy.types.Panel):
+    bl_label = "Head Rotation"
+    bl_parent_id = "SEREP_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        settings = context.scene.serep
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(settings, "head")
+        if settings.head == "BONE":
+            layout.prop(settings, "armature")
+            if settings.armature:
+                layout.prop_search(settings, "bone", settings.armature.data, "bones")
+
+
+class SEREP_PT_run(_SidebarMixin, bpy.types.Panel):
+    bl_label = "Run"
+    bl_parent_id = "SEREP_PT_main"
+
+    def draw(self, context):
+        settings = context.scene.serep
+        layout = self.layout
+        prefs = context.preferences.addons.get(__package__)
+        if prefs is not None:
+            layout.prop(prefs.preferences, "device")
+        if _running():
+            queue = capture.ACTIVE
+            layout.progress(factor=queue.fraction(), type="BAR", text=queue.status())
+            layout.operator("serep.cancel", icon="CANCEL")
+            return
+        op = layout.operator("serep.capture", icon="REC")
+        op.filepath, op.frame_start, op.frame_end, op.mode = settings.clip, settings.frame_start, \
+            settings.frame_end, settings.mode
+        op.target = settings.target.name if settings.target else ""
+        if capture.LAST["summary"]:
+            layout.label(text=capture.LAST["summary"], icon="CHECKMARK")
+        if capture.LAST["error"]:
+            layout.label(text=capture.LAST["error"], icon="ERROR")
+        layout.operator("serep.clear", icon="TRASH").target = settings.target.name if settings.target else ""
+
+
+class SEREP_PT_batch(_SidebarMixin, bpy.types.Panel):
+    bl_label = "Batch"
+    bl_parent_id = "SEREP_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        settings = context.scene.serep
+        layout = self.layout
+        layout.prop(settings, "batch_directory")
+        op = layout.operator("serep.capture_batch", icon="SEQUENCE")
+        op.directory, op.mode = settings.batch_directory, settings.mode
+        op.target = settings.target.name if settings.target else ""
+
+
+register, unregister = bpy.utils.register_classes_factory((SEREP_PT_main, SEREP_PT_head, SEREP_PT_run, SEREP_PT_batch))
