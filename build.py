@@ -106,8 +106,9 @@ EXTENSION_WHEELS = [
     "scipy", "opencv-contrib-python", "safetensors", "trimesh",
     "mediapipe", "absl-py", "attrs", "flatbuffers", "protobuf", "sounddevice", "cffi", "pycparser",
     "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "packaging", "pillow", "pyparsing",
-    "python-dateutil", "tzdata",
+    "python-dateutil", "tzdata", "moderngl", "glcontext",
 ]
+ICT_FILES = ("ict_facekit.npz", "LICENSE", "README.md")  # the face model (MIT) the engine needs at run time
 
 
 def pinned_versions() -> dict[str, str]:
@@ -136,7 +137,7 @@ def download_wheels(platform: str, cuda: bool = False) -> list[Path]:
     # torch: "2.13.0" also matches a local "+cpu" build; "===" asks for the plain (CUDA on Linux) one.
     torch = f"torch==={TORCH.split('==')[1]}" if cuda else TORCH
     tags = [arg for tag in EXTENSION_PLATFORMS[platform] for arg in ("--platform", tag)]
-    common = [PYTHON, "-m", "pip", "download", "--only-binary=:all:", "--python-version", "3.11",
+    common = [PYTHON, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", "3.11",
               "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none", *tags, "-d", folder]
     run(*common, "--no-deps", *wanted)
     if cuda:  # the CUDA build needs its nvidia-* runtime wheels: resolve torch's own dependencies
@@ -155,13 +156,19 @@ def download_wheels(platform: str, cuda: bool = False) -> list[Path]:
 
 
 def extension(platforms: list[str], out: Path, cuda: bool = False) -> list[Path]:
-    """Stage the add-on (serep_blender as the package root, serep_engine with its weights under engine/,
-    the wheels) and let Blender's `blender_ext.py build --split-platforms` write one zip per platform."""
+    """Stage the add-on (serep_blender as the package root, serep_engine with its weights and the ICT-FaceKit
+    model under engine/, the wheels) and let Blender's `blender_ext.py build --split-platforms` write one zip per platform."""
     stage = ROOT / "build" / "extension"
     shutil.rmtree(stage, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "serep_blender", stage, ignore=ignore)
     shutil.copytree(ROOT / "serep_engine", stage / "engine" / "serep_engine", ignore=ignore)
+    ict = Path(os.environ.get("SEREP_DATA", ROOT.parent / "shared" / "data")) / "ict_facekit"
+    (stage / "engine" / "data" / "ict_facekit").mkdir(parents=True)
+    for name in ICT_FILES:
+        if not (ict / name).exists():
+            sys.exit(f"build.py: {ict / name} not found; the extension bundles the ICT-FaceKit model (set SEREP_DATA)")
+        shutil.copy2(ict / name, stage / "engine" / "data" / "ict_facekit" / name)
     (stage / "wheels").mkdir()
     wheels = []
     for platform in platforms:

@@ -10,7 +10,8 @@ Modes
                their values keyed per frame (linear): frame f shows weights[f] @ basis.
     PER_FRAME  one shape key per frame holding that frame's displacement, each keyed to 1 on its frame
                only (constant interpolation): exact, heavy.
-    ARKIT      keys the mesh's existing ARKit-named shape keys with the result's ARKit weights; no new keys.
+    ARKIT      keys the mesh's existing ARKit-named shape keys with the result's ARKit weights; no new keys
+               (which key is which ARKit shape comes from the engine's name matching, `arkit_keys`).
 """
 
 from __future__ import annotations
@@ -259,16 +260,17 @@ def _bake_per_frame(obj, result: Result, channels: Channels, times: np.ndarray, 
 
 
 def _arkit_pairs(obj, result: Result, arkit_keys: dict) -> list[tuple[int, str]]:
-    """(column of arkit_weights, the mesh's shape key) for each ARKit shape the mesh has."""
+    """(column of arkit_weights, the mesh's shape key) for each of the mesh's keys that `arkit_keys`
+    ({shape key: ARKit name}, from the engine's name matching) maps onto an ARKit shape of the result."""
     if result.arkit_weights is None:
         raise BakeError("the result has no ARKit weights (capture in ARKIT mode)")
     key = obj.data.shape_keys
-    names = set() if key is None else {block.name for block in key.key_blocks}
-    pairs = [(column, arkit_keys[name]) for column, name in enumerate(result.arkit_names)
-             if arkit_keys.get(name) in names]
+    blocks = set() if key is None else {block.name for block in key.key_blocks}
+    columns = {name: column for column, name in enumerate(result.arkit_names)}
+    pairs = [(columns[arkit], name) for name, arkit in arkit_keys.items() if name in blocks and arkit in columns]
     if not pairs:
         raise BakeError(f"{obj.name} has no ARKit-named shape keys (e.g. jawOpen, eyeBlinkLeft)")
-    return pairs
+    return sorted(pairs)
 
 
 def _head_channels(action, id_data, clip_name: str) -> Channels:
@@ -322,7 +324,7 @@ def _bake_head(channels: Channels, result: Result, times: np.ndarray, world: Mat
             axis, angle = local.to_quaternion().to_axis_angle()
             values.append((angle, *axis))
         else:
-            euler = local.to_euler(target.rotation_mode, previous)
+            euler = local.to_euler(target.rotation_mode, *(() if previous is None else (previous,)))
             previous = euler
             values.append(tuple(euler))
     path = {"QUATERNION": "rotation_quaternion", "AXIS_ANGLE": "rotation_axis_angle"}.get(target.rotation_mode,

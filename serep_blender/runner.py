@@ -32,6 +32,8 @@ def worker_environment(bundled_site: str | None, cache_dir: str | None) -> dict:
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
+    if (engine_path() / "data").is_dir():  # the extension bundles the face model the engine needs
+        env["SEREP_DATA"] = str(engine_path() / "data")
     if cache_dir:
         env["SEREP_CACHE"] = cache_dir
     return env

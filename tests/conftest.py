@@ -27,3 +27,27 @@ def face_model():
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def blender_extension(tmp_path_factory, repo_root):
+    """The add-on as an animator gets it: the linux-x64 extension zip built by `build.py extension` (wheels
+    cached under wheels/), installed and enabled in real Blender (the bpy module) with throwaway user folders.
+    Returns the add-on's package."""
+    import importlib.util
+    import sys
+
+    if sys.platform != "linux":
+        pytest.skip("the extension test builds the linux-x64 zip")
+    if "bpy" not in sys.modules:  # Blender reads its user folders once, when the module is first imported
+        os.environ["BLENDER_USER_RESOURCES"] = str(tmp_path_factory.mktemp("blender-user"))
+    import bpy
+
+    if not bpy.utils.user_resource("EXTENSIONS").startswith(os.environ.get("BLENDER_USER_RESOURCES", "\0")):
+        pytest.skip("bpy was imported before the test could give it throwaway user folders")
+    spec = importlib.util.spec_from_file_location("serep_build", repo_root / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    (zip_path,) = build.extension(["linux-x64"], tmp_path_factory.mktemp("dist"))
+    bpy.ops.extensions.package_install_files(repo="user_default", filepath=str(zip_path), enable_on_install=True)
+    return sys.modules["bl_ext.user_default.serep"]

@@ -1,0 +1,222 @@
+"""The add-on installed from its extension zip into real Blender (the bpy module): registration, baking a
+result file in every mode, and the background capture's error and cancel paths. End-to-end captures of real
+clips (which need the capture model's weights) are in test_blender_capture.py."""
+
+import importlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ARKIT_KEYS = ["jawOpen", "eyeBlinkLeft", "mouthSmileLeft"]
+
+
+@pytest.fixture
+def addon(blender_extension):
+    import bpy
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert hasattr(bpy.types, "SEREP_PT_main"), "reading the home file must keep the extension enabled"
+    return blender_extension
+
+
+@pytest.fixture
+def head(addon, face_model):
+    """A head of its own topology (decimated, in metres, Z up) with the user's own shape keys."""
+    import bpy
+
+    keep = np.isin(face_model.polygon_material, [0, 1, 4, 5, 6, 7])  # skin, back of the head, eyes
+    vertices = face_model.identity_neutral(face_model.identity_weights(7), face_only=False)
+    sample = importlib.import_module(f"{addon.__name__}.sample")
+    obj = sample.make_sample_head(vertices, face_model.polygons[keep])
+    bpy.context.view_layer.objects.active = obj
+    obj.shape_key_add(name="Basis", from_mix=False)
+    for index, name in enumerate(["mine", *ARKIT_KEYS]):
+        block = obj.shape_key_add(name=name, from_mix=False)
+        co = co_of(block.data)
+        co[:, 2] += 0.001 * (index + 1)
+        block.data.foreach_set("co", co.ravel())
+        block.value = 0.0  # Blender 5 gives a new key the value 1
+    return obj
+
+
+def co_of(collection) -> np.ndarray:
+    co = np.empty(len(collection) * 3, np.float32)
+    collection.foreach_get("co", co)
+    return co.reshape(-1, 3)
+
+
+def evaluated_co(obj, frame: float) -> np.ndarray:
+    import bpy
+
+    scene = bpy.context.scene
+    scene.frame_set(int(frame), subframe=frame - int(frame))
+    return co_of(obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data.vertices)
+
+
+def fake_result(n_vertices, frames=60, keys=6, fps=25.0, seed=0):
+    """A result file's content made up for baking tests (the engine's real ones are tested end to end)."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(scale=0.002, size=(keys, n_vertices, 3)).astype(np.float32)
+    t = np.arange(frames)[:, None]
+    weights = (np.sin(t * 0.2 + np.arange(keys)) * 3.0).astype(np.float32)
+    head_pose = np.zeros((frames, 6), np.float32)
+    head_pose[:, 1] = np.linspace(0, 0.5, frames)  # turning about the camera's y (down) axis
+    head_pose[:, 5] = 60.0
+    return dict(frames=np.arange(10, 10 + frames), fps=np.float64(fps), face_found=np.ones(frames, bool),
+                codes=rng.normal(size=(frames, 8)).astype(np.float32), head_pose=head_pose, basis=basis,
+                weights=weights, arkit_names=np.array(["jawOpen", "eyeBlinkLeft", "browInnerUp"]),
+                arkit_weights=rng.uniform(size=(frames, 3)).astype(np.float32))
+
+
+def user_state(obj):
+    key = obj.data.shape_keys
+    return {b.name: (co_of(b.data).copy(), b.value) for b in key.key_blocks if not b.name.startswith("SEREP_")}
+
+
+def test_the_extension_registers_and_unregisters_cleanly(addon, repo_root):
+    import addon_utils
+    import bpy
+
+    installed = Path(addon.__file__).parent
+    assert (installed / "engine" / "serep_engine" / "weights" / "expression_model.safetensors").exists()
+    assert not (installed / "serep_engine").exists() and (installed / "blender_manifest.toml").exists()
+    site = Path(addon.preferences.Settings().bundled_site())
+    assert (site / "torch").is_dir() and (site / "mediapipe").is_dir() and not (site / "numpy").exists()
+    registered = ["SEREP_PT_main", "SEREP_PT_head", "SEREP_PT_run", "SEREP_PT_batch", "SEREP_OT_capture",
+                  "SEREP_OT_capture_batch", "SEREP_OT_cancel", "SEREP_OT_clear"]
+    assert all(hasattr(bpy.types, name) for name in registered) and hasattr(bpy.types.Scene, "serep")
+    assert "torch" not in addon.__dict__ and not any(m.startswith("torch") for m in vars(addon))
+
+    addon_utils.disable(addon.__name__, default_set=True)
+    assert not any(hasattr(bpy.types, name) for name in registered)
+    assert not hasattr(bpy.types.Scene, "serep")
+    addon_utils.enable(addon.__name__, default_set=True)
+    assert all(hasattr(bpy.types, name) for name in registered)
+    assert bpy.context.scene.serep.mode == "BASIS" and bpy.ops.serep.capture.poll()
+
+
+def test_basis_bake_reproduces_every_frame_and_rebake_replaces_only_serep_data(addon, head, tmp_path):
+    import bpy
+
+    np.savez(tmp_path / "take.npz", **fake_result(len(head.data.vertices)))
+    result = addon.bake.load_result(tmp_path / "take.npz")
+    scene = bpy.context.scene
+    scene.render.fps, scene.frame_start = 24, 1
+    user_action = bpy.data.actions.new("my own action")
+    head.data.shape_keys.animation_data_create().action = user_action
+    before = user_state(head)
+
+    summary = addon.bake.bake(head, result, "take", "BASIS")
+    key = head.data.shape_keys
+    serep_keys = [b for b in key.key_blocks if b.name.startswith("SEREP_take_")]
+    assert len(serep_keys) == 6 and summary["new_keys"] == 6
+    action = key.animation_data.action
+    assert action.name == "take" and action["serep_clip"] == "take"
+    fcurves = action.layers[0].strips[0].channelbag(key.animation_data.action_slot).fcurves
+    assert len(fcurves) == 6 and all(len(fc.keyframe_points) == 60 for fc in fcurves)
+    times = [p.co[0] for p in fcurves[0].keyframe_points]
+    np.testing.assert_allclose(times, 1 + np.arange(60) * 24 / 25, atol=1e-4)  # 25 fps clip on a 24 fps scene
+    rest = co_of(key.reference_key.data)
+    for f in (0, 17, 59):
+        expected = rest + np.tensordot(result.weights[f], result.basis, axes=1)
+        np.testing.assert_allclose(evaluated_co(head, times[f]), expected, atol=2e-6)
+    assert np.abs(evaluated_co(head, times[30]) - rest).max() > 1e-3  # the mesh moves
+
+    addon.bake.bake(head, result, "take", "BASIS")  # re-bake: replaced, not added
+    assert len([b for b in key.key_blocks if b.name.startswith("SEREP_")]) == 6
+    assert len([a for a in bpy.data.actions if a.get("serep_clip") == "take"]) == 1
+    assert user_action.name in bpy.data.actions and user_action.use_fake_user  # kept, safe when saving
+    after = user_state(head)
+    assert after.keys() == before.keys()
+    assert all(np.array_equal(after[n][0], before[n][0]) and after[n][1] == before[n][1] for n in before)
+
+
+def test_per_frame_bake_is_exact_on_every_frame(addon, head, tmp_path):
+    np.savez(tmp_path / "take.npz", **fake_result(len(head.data.vertices), frames=20))
+    result = addon.bake.load_result(tmp_path / "take.npz")
+    summary = addon.bake.bake(head, result, "take", "PER_FRAME")
+    key = head.data.shape_keys
+    assert summary["new_keys"] == 20 and len([b for b in key.key_blocks if b.name.startswith("SEREP_")]) == 20
+    rest = co_of(key.reference_key.data)
+    times = addon.bake.scene_times(result, __import__("bpy").context.scene)
+    for f in (0, 7, 19):
+        expected = rest + np.tensordot(result.weights[f], result.basis, axes=1)
+        np.testing.assert_allclose(evaluated_co(head, times[f]), expected, atol=2e-6)
+
+
+def test_arkit_bake_keys_the_rigs_own_keys_and_adds_none(addon, head, tmp_path):
+    np.savez(tmp_path / "take.npz", **fake_result(len(head.data.vertices)))
+    result = addon.bake.load_result(tmp_path / "take.npz")
+    names_before = [b.name for b in head.data.shape_keys.key_blocks]
+    before = user_state(head)
+    summary = addon.bake.bake(head, result, "take", "ARKIT", arkit_keys={"jawOpen": "jawOpen",
+                                                                        "eyeBlinkLeft": "eyeBlinkLeft"})
+    key = head.data.shape_keys
+    assert summary["new_keys"] == 0 and [b.name for b in key.key_blocks] == names_before
+    fcurves = key.animation_data.action.layers[0].strips[0].channelbag(key.animation_data.action_slot).fcurves
+    assert sorted(fc.data_path for fc in fcurves) == ['key_blocks["eyeBlinkLeft"].value', 'key_blocks["jawOpen"].value']
+    times = addon.bake.scene_times(result, __import__("bpy").context.scene)
+    evaluated_co(head, times[12])
+    assert key.key_blocks["jawOpen"].value == pytest.approx(result.arkit_weights[12, 0], abs=1e-5)
+    assert all(np.array_equal(co_of(key.key_blocks[n].data), before[n][0]) for n in before)  # shapes untouched
+    with pytest.raises(addon.bake.BakeError, match="no ARKit-named shape keys"):
+        addon.bake.bake(head, result, "other", "ARKIT", arkit_keys={})
+
+
+def test_head_rotation_is_keyed_on_the_object(addon, head, tmp_path):
+    np.savez(tmp_path / "take.npz", **fake_result(len(head.data.vertices)))
+    result = addon.bake.load_result(tmp_path / "take.npz")
+    head.rotation_mode = "XYZ"
+    addon.bake.bake(head, result, "take", "BASIS", head="OBJECT")
+    times = addon.bake.scene_times(result, __import__("bpy").context.scene)
+    evaluated_co(head, times[-1])
+    # 0.5 rad about the camera's y (down) axis turns the head about Blender's -Z
+    assert tuple(head.rotation_euler) == pytest.approx((0.0, 0.0, -0.5), abs=1e-4)
+    assert head.animation_data.action == head.data.shape_keys.animation_data.action  # one Action, two slots
+
+
+def test_a_result_for_another_mesh_is_refused_before_anything_changes(addon, head, tmp_path):
+    np.savez(tmp_path / "take.npz", **fake_result(100))
+    names = [b.name for b in head.data.shape_keys.key_blocks]
+    with pytest.raises(addon.bake.BakeError, match="100 vertices"):
+        addon.bake.bake(head, addon.bake.load_result(tmp_path / "take.npz"), "take", "BASIS")
+    assert [b.name for b in head.data.shape_keys.key_blocks] == names
+
+
+def test_a_clip_the_engine_cannot_read_is_reported_and_changes_nothing(addon, head, tmp_path):
+    import bpy
+
+    (tmp_path / "notes.mp4").write_text("not a video")
+    names = [b.name for b in head.data.shape_keys.key_blocks]
+    with pytest.raises(RuntimeError, match="notes.mp4"):
+        bpy.ops.serep.capture(filepath=str(tmp_path / "notes.mp4"), wait=True)
+    assert [b.name for b in head.data.shape_keys.key_blocks] == names and not bpy.data.actions
+    assert "notes.mp4" in addon.capture.LAST["error"]
+
+
+def test_cancel_stops_the_worker_and_leaves_the_mesh_untouched(addon, head, repo_root):
+    """Background capture as from the panel: the operator returns at once, a timer polls the worker (driven
+    by hand here, there being no event loop), Cancel ends the process."""
+    import bpy
+
+    clip = repo_root.parent / "shared" / "data" / "real" / "videos" / "May_5s.mp4"
+    if not clip.exists():
+        pytest.skip("real clips not found (../shared/data beside the repository)")
+    names = [b.name for b in head.data.shape_keys.key_blocks]
+    assert bpy.ops.serep.capture(filepath=str(clip), wait=False) == {"FINISHED"}
+    queue = addon.capture.ACTIVE
+    assert bpy.app.timers.is_registered(addon.capture.tick) and not bpy.ops.serep.capture.poll()
+    deadline = time.monotonic() + 60
+    while queue.run is None or queue.run.state.stage == "starting":
+        assert addon.capture.tick() is not None and time.monotonic() < deadline, addon.capture.LAST
+        time.sleep(0.05)
+    assert bpy.ops.serep.cancel() == {"FINISHED"}
+    while addon.capture.tick() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert queue.finished and queue.cancelled and not queue.baked
+    assert "cancelled" in addon.capture.LAST["summary"]
+    assert [b.name for b in head.data.shape_keys.key_blocks] == names and not bpy.data.actions
+    bpy.app.timers.unregister(addon.capture.tick)
