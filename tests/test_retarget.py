@@ -1,0 +1,188 @@
+"""Retargeting onto user meshes: fitting, transfer, ARKit names and solve, Live Link Face export.
+
+Real things throughout: the ICT model, mediapipe on real renders of the meshes, deformation transfer."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from serep_engine.eval.retarget import EYES_AND_TEETH, HEAD_POLYGONS, HEAD_VERTICES
+from serep_engine.facemodel.ict import FACE_VERTEX_COUNT, quads_to_triangles
+from serep_engine.facemodel.identities import eval_identity, identity_shapes
+from serep_engine.retarget import LandmarkError, NoFaceFoundError, fit_target
+from serep_engine.retarget.arkit import ARKIT_NAMES, ARKitSolver, match_arkit_names
+from serep_engine.retarget.export import LIVELINK_HEADER, export_result, write_livelink_csv
+
+
+@pytest.fixture(scope="module")
+def rotated_head(face_model):
+    """A held-out identity's head, neck and eyeballs (separate parts), in metres, turned and moved."""
+    full = face_model.identity_neutral(eval_identity(face_model, 3), face_only=False).astype(np.float64)
+    eyes = np.arange(*EYES_AND_TEETH[1])
+    keep = np.concatenate([np.arange(HEAD_VERTICES), eyes])
+    eye_polygons = face_model.polygons[np.isin(face_model.polygons, np.r_[eyes, -1]).all(1)]
+    polygons = np.concatenate([face_model.polygons[:HEAD_POLYGONS], eye_polygons])
+    index_of = np.full(len(full) + 1, -1)
+    index_of[keep] = np.arange(len(keep))
+    triangles = quads_to_triangles(np.where(polygons >= 0, index_of[polygons], -1))
+    triangles = triangles[:, [0, 2, 1]]  # another winding: not the template's triangle list
+    rotation = Rotation.from_euler("xyz", [80, -30, 20], degrees=True).as_matrix()
+    user = 0.01 * full[keep] @ rotation.T + [0.5, 1.0, -2.0]
+    registration = fit_target(face_model, user, triangles)
+    return {"vertices": user, "triangles": triangles, "truth": full[keep], "rotation": rotation,
+            "registration": registration, "eyes": np.arange(HEAD_VERTICES, len(keep))}
+
+
+def test_template_topology_round_trips_exactly(face_model):
+    vertices = face_model.face_neutral.astype(np.float64) * 2.0 + [1.0, 2.0, 3.0]  # other units, moved
+    registration = fit_target(face_model, vertices, face_model.face_triangles, use_cache=False)
+    np.testing.assert_allclose(registration.neutral, face_model.face_neutral, atol=1e-4)
+    assert registration.scale_to_user == pytest.approx(2.0, rel=1e-6)
+    shape = face_model.face_expression_basis[26]  # jawOpen
+    np.testing.assert_allclose(registration.to_user(shape), 2.0 * shape, atol=1e-4)
+
+
+def test_rotated_scaled_head_fits(face_model, rotated_head):
+    registration, user = rotated_head["registration"], rotated_head["vertices"]
+    assert registration.auto_landmarks
+    assert registration.scale_to_user == pytest.approx(0.01, rel=0.03)
+    # Template vertex i of the registration lies where that vertex is on the identity (mm).
+    placed = registration.similarity.to_user(registration.neutral)
+    error_mm = np.linalg.norm(placed - user[:FACE_VERTEX_COUNT], axis=1) * 1000.0
+    assert np.mean(error_mm[:6706]) < 1.0, np.mean(error_mm[:6706])
+    found = user[registration.landmarks68]
+    truth = user[face_model.landmarks68]
+    assert np.median(np.linalg.norm(found - truth, axis=1)) * 1000.0 < 3.0
+
+
+def test_transfer_is_linear_and_leaves_far_vertices_still(face_model, rotated_head):
+    registration, truth = rotated_head["registration"], rotated_head["truth"]
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((64, FACE_VERTEX_COUNT, 3)).astype(np.float32)
+    moved = registration.to_user(basis)
+    assert moved.shape == (64, len(truth), 3) and moved.dtype == np.float32
+    np.testing.assert_allclose(registration.to_user(2.0 * basis[3] - basis[5]), 2.0 * moved[3] - moved[5], atol=1e-4)
+    from scipy.spatial import cKDTree
+
+    from serep_engine.retarget.fit import FALLOFF_CM
+
+    far = cKDTree(truth[:FACE_VERTEX_COUNT]).query(truth)[0] > FALLOFF_CM[1] + 0.5  # cm from the face
+    assert far.sum() > 500  # the back of the head and the neck
+    assert np.abs(moved[:, far]).max() == 0.0
+    assert np.abs(moved[:, rotated_head["eyes"]]).max() == 0.0  # eyeballs are a separate part: still
+
+
+def test_eyelids_close_and_lips_follow_on_the_users_mesh(face_model, rotated_head):
+    registration = rotated_head["registration"]
+    shapes = identity_shapes(face_model, eval_identity(face_model, 3))
+    names = list(face_model.expression_names)
+    for name in ("eyeBlink_L", "jawOpen"):
+        expected = shapes[names.index(name)] @ rotated_head["rotation"].T * 0.01  # truth on the user's vertices
+        moved = registration.to_user(shapes[names.index(name)])[:FACE_VERTEX_COUNT]
+        active = np.linalg.norm(expected, axis=1) > 0.3 * np.linalg.norm(expected, axis=1).max()
+        error = np.linalg.norm(moved[active] - expected[active], axis=1).mean()
+        assert error < 0.1 * np.linalg.norm(expected[active], axis=1).mean(), name
+
+
+def test_no_face_is_a_clear_error(face_model):
+    import trimesh
+
+    blob = trimesh.creation.icosphere(subdivisions=3, radius=10.0)
+    with pytest.raises(NoFaceFoundError, match="no face found"):
+        fit_target(face_model, blob.vertices, blob.faces, use_cache=False)
+
+
+def test_given_landmarks_are_checked(face_model, rotated_head):
+    with pytest.raises(LandmarkError, match="68"):
+        fit_target(face_model, rotated_head["vertices"], rotated_head["triangles"], landmarks=np.arange(10))
+    few = np.full(68, -1)
+    few[:3] = [1, 2, 3]
+    with pytest.raises(LandmarkError, match="at least 6"):
+        fit_target(face_model, rotated_head["vertices"], rotated_head["triangles"], landmarks=few)
+
+
+def test_given_landmarks_override_detection(face_model, rotated_head):
+    user, triangles = rotated_head["vertices"], rotated_head["triangles"]
+    given = face_model.landmarks68.copy()  # the head keeps ICT's vertex numbering for its first vertices
+    registration = fit_target(face_model, user, triangles, landmarks=given, use_cache=False)
+    assert not registration.auto_landmarks
+    placed = registration.similarity.to_user(registration.neutral)
+    assert np.mean(np.linalg.norm(placed - user[:FACE_VERTEX_COUNT], axis=1)[:6706]) * 1000.0 < 1.0
+
+
+def test_arkit_names_in_mixed_spellings():
+    names = ["eyeBlinkLeft", "EyeBlink_R", "eyeBlink_L", "jaw_open", "Face.mouthSmileLeft", "mouthSmile.R",
+             "BROWINNERUP", "browInnerUp_L", "cheekPuff", "TongueOut", "Basis", "Key 1", "eyeBlink", "smile"]
+    found = match_arkit_names(names)
+    assert found == {
+        "eyeBlinkLeft": "eyeBlinkLeft", "EyeBlink_R": "eyeBlinkRight", "eyeBlink_L": "eyeBlinkLeft",
+        "jaw_open": "jawOpen", "Face.mouthSmileLeft": "mouthSmileLeft", "mouthSmile.R": "mouthSmileRight",
+        "BROWINNERUP": "browInnerUp", "browInnerUp_L": "browInnerUp", "cheekPuff": "cheekPuff",
+        "TongueOut": "tongueOut",
+    }
+    assert len(ARKIT_NAMES) == 52 and len(set(ARKIT_NAMES)) == 52
+
+
+def test_arkit_solve_recovers_known_weights(face_model):
+    neutral = face_model.identity_neutral(eval_identity(face_model, 0))
+    solver = ARKitSolver(face_model, neutral)
+    assert solver.absent == ("tongueOut",)
+    rng = np.random.default_rng(1)
+    weights = rng.uniform(0, 1, (4, 52)).astype(np.float32) * (rng.random((4, 52)) < 0.3)
+    weights[:, ~solver.present] = 0
+    recovered = solver.solve(solver.blend(weights))
+    assert recovered.shape == (4, 52) and recovered.min() >= 0 and recovered.max() <= 1
+    np.testing.assert_allclose(recovered, weights, atol=0.02)
+    # Out-of-range demands are clipped to the box, and tongueOut stays 0.
+    clipped = solver.solve(solver.blend(np.clip(weights * 3.0, 0, 3)))
+    assert clipped.max() <= 1.0 and clipped[:, ARKIT_NAMES.index("tongueOut")].max() == 0.0
+
+
+def _result_with_arkit(tmp_path):
+    from serep_engine.bake.result import CaptureResult
+
+    rng = np.random.default_rng(2)
+    n = 5
+    result = CaptureResult(frames=np.arange(10, 10 + n), fps=30.0, face_found=np.ones(n, bool),
+                           codes=rng.standard_normal((n, 4)), head_pose=np.zeros((n, 6)),
+                           basis=rng.standard_normal((2, 7, 3)), weights=rng.standard_normal((n, 2)),
+                           arkit_names=np.array(ARKIT_NAMES), arkit_weights=rng.uniform(0, 1, (n, 52)))
+    result.head_pose[:, 1] = 0.2  # a turn about the vertical axis
+    return result, result.save(tmp_path / "take.npz")
+
+
+def test_livelink_csv_parses_with_its_header(tmp_path):
+    result, _ = _result_with_arkit(tmp_path)
+    path = write_livelink_csv(tmp_path / "take.csv", result.frames, result.fps, result.arkit_names,
+                              result.arkit_weights, result.head_pose)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0].keys()) == LIVELINK_HEADER and len(LIVELINK_HEADER) == 63
+    assert len(rows) == result.n_frames
+    assert rows[0]["Timecode"] == "00:00:00:10.000" and rows[0]["BlendShapeCount"] == "61"
+    jaw = ARKIT_NAMES.index("jawOpen")
+    assert [float(r["JawOpen"]) for r in rows] == pytest.approx(result.arkit_weights[:, jaw], abs=1e-6)
+    assert float(rows[0]["HeadYaw"]) == pytest.approx(0.2, abs=1e-6)
+
+
+def test_export_command_writes_csv_and_json(tmp_path, capsys):
+    from serep_engine.cli import main
+
+    result, path = _result_with_arkit(tmp_path)
+    assert main(["export", str(path), "--livelink", str(tmp_path / "a.csv"), "--json", str(tmp_path / "a.json")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["frames"] == result.n_frames
+    document = json.loads((tmp_path / "a.json").read_text())
+    assert document["names"] == list(ARKIT_NAMES) and document["absent"] == ["tongueOut"]
+    np.testing.assert_allclose(document["weights"], result.arkit_weights, atol=1e-6)
+    # A result without ARKit weights: a one-line error, nothing written.
+    plain = tmp_path / "plain.npz"
+    result.arkit_names = result.arkit_weights = None
+    result.save(plain)
+    assert main(["export", str(plain), "--json", str(tmp_path / "b.json")]) == 1
+    assert "no ARKit weights" in capsys.readouterr().err and not (tmp_path / "b.json").exists()
+    with pytest.raises(ValueError, match="nothing to write"):
+        export_result(path)
