@@ -98,6 +98,25 @@ def cmd_worker(args) -> None:
     raise SystemExit(worker_main(str(args.job)))
 
 
+def cmd_eval_retarget(args) -> dict:
+    from serep_engine.eval.retarget import evaluate_retarget
+    from serep_engine.expression.model import ExpressionModel
+    from serep_engine.facemodel.ict import ICTModel
+
+    face_model = ICTModel.load(args.ict)
+    model = ExpressionModel.from_pretrained("cpu", face_model)
+    result = evaluate_retarget(face_model, model, args.expressions, args.figure, log=_log)
+    if args.figure:
+        _log(f"figure written to {args.figure}")
+    return result
+
+
+def cmd_export(args) -> dict:
+    from serep_engine.retarget.export import export_result
+
+    return export_result(args.result, livelink=args.livelink, json_path=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serep", description="SEREP engine: semantic facial expression capture")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -146,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     synthrex = commands.add_parser("synthrex", help="generate (or find) the cached SynthREX benchmark set")
     synthrex.add_argument("--ict", type=Path, default=None)
     synthrex.set_defaults(func=cmd_synthrex)
+
+    rt = evaluate.add_parser("retarget", help="fitting and transfer onto remeshed held-out heads (MultiREX regions)")
+    rt.add_argument("--json", action="store_true", help="print only the JSON result")
+    rt.add_argument("--figure", type=Path, default=None, help="landmarks, registration and a transferred expression")
+    rt.add_argument("--expressions", type=int, default=12, help="test expressions per head")
+    rt.add_argument("--ict", type=Path, default=None)
+    rt.set_defaults(func=cmd_eval_retarget)
+
+    export = commands.add_parser("export", help="a result's ARKit weights as a Live Link Face CSV and/or JSON")
+    export.add_argument("result", type=Path, help="capture result (.npz) made with ARKit weights")
+    export.add_argument("--livelink", type=Path, default=None, help="Live Link Face CSV to write")
+    export.add_argument("--json", type=Path, default=None, help="JSON of per-frame weights to write")
+    export.set_defaults(func=cmd_export)
 
     regions = commands.add_parser("regions", help="draw the evaluation regions on the template")
     regions.add_argument("--figure", type=Path, required=True)
