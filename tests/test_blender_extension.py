@@ -220,3 +220,65 @@ def test_cancel_stops_the_worker_and_leaves_the_mesh_untouched(addon, head, repo
     assert "cancelled" in addon.capture.LAST["summary"]
     assert [b.name for b in head.data.shape_keys.key_blocks] == names and not bpy.data.actions
     bpy.app.timers.unregister(addon.capture.tick)
+
+
+# -- end to end: real clips through the installed extension's worker (needs the capture model's weights) ----
+VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "videos"
+
+
+@pytest.fixture(scope="session")
+def capture_ready(repo_root):
+    if not (repo_root / "serep_engine" / "weights" / "capture_model.safetensors").exists():
+        pytest.skip("the capture model's weights are not in serep_engine/weights yet")
+    if not VIDEOS.exists():
+        pytest.skip(f"real clips not found at {VIDEOS}")
+
+
+def fcurves_of(id_data):
+    data = id_data.animation_data
+    return data.action.layers[0].strips[0].channelbag(data.action_slot).fcurves
+
+
+@pytest.mark.parametrize("mode", ["BASIS", "PER_FRAME", "ARKIT"])
+def test_capture_60_frames_of_a_real_clip_in_each_mode(capture_ready, addon, head, mode):
+    import bpy
+
+    before = user_state(head)
+    clip = VIDEOS / "liveportrait_d10.mp4"  # large mouth shapes
+    assert bpy.ops.serep.capture(filepath=str(clip), frame_start=20, frame_end=80, mode=mode, wait=True) \
+        == {"FINISHED"}, addon.capture.LAST
+    key = head.data.shape_keys
+    serep_keys = [b.name for b in key.key_blocks if b.name.startswith("SEREP_")]
+    fcurves = fcurves_of(key)
+    assert key.animation_data.action.name == "liveportrait_d10"
+    if mode == "BASIS":
+        assert 1 <= len(serep_keys) == len(fcurves) and all(len(fc.keyframe_points) == 60 for fc in fcurves)
+    elif mode == "PER_FRAME":
+        assert len(serep_keys) == len(fcurves) == 60
+    else:
+        assert not serep_keys and {fc.data_path for fc in fcurves} <= {f'key_blocks["{n}"].value' for n in ARKIT_KEYS}
+        assert len(fcurves) == 3 and all(len(fc.keyframe_points) == 60 for fc in fcurves)
+    start, end = key.animation_data.action.frame_range
+    assert end - start == pytest.approx(59 * bpy.context.scene.render.fps / 25, abs=1e-3)
+    shapes = np.stack([evaluated_co(head, frame) for frame in np.linspace(start, end, 8)])
+    assert np.abs(shapes - shapes[0]).max() > 1e-4  # the face moves (metres: 0.1 mm)
+    after = user_state(head)
+    assert all(np.array_equal(after[n][0], before[n][0]) for n in before)
+    assert "baked 1 clip(s), 60 frames" in addon.capture.LAST["summary"]
+
+
+def test_batch_of_clips_gives_one_action_each_and_skips_a_broken_one(capture_ready, addon, head, tmp_path):
+    import bpy
+
+    for name in ("liveportrait_d0.mp4", "videoretalking_5.mp4"):
+        (tmp_path / name).symlink_to(VIDEOS / name)
+    (tmp_path / "broken.mp4").write_text("not a video")
+    assert bpy.ops.serep.capture_batch(directory=str(tmp_path), mode="BASIS", wait=True) == {"FINISHED"}
+    actions = sorted(a.name for a in bpy.data.actions if a.get("serep_clip"))
+    assert actions == ["liveportrait_d0", "videoretalking_5"]
+    assert "broken.mp4" in addon.capture.LAST["error"] and "baked 2 clip(s)" in addon.capture.LAST["summary"]
+    key = head.data.shape_keys
+    for name in actions:  # each Action holds the other clip's keys at 0
+        action = bpy.data.actions[name]
+        paths = {fc.data_path for fc in action.layers[0].strips[0].channelbag(action.slots[0]).fcurves}
+        assert {f'key_blocks["{b.name}"].value' for b in key.key_blocks if b.name.startswith("SEREP_")} <= paths
