@@ -107,7 +107,8 @@ def demo(extra: list[str]) -> int:
 EXTENSION_PLATFORMS = {  # Blender's platform -> pip's platform tags of Python 3.11 wheels that run there
     "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
     "windows-x64": ["win_amd64"],
-    "macos-arm64": ["macosx_12_0_arm64", "macosx_11_0_arm64", "macosx_11_0_universal2", "macosx_10_9_universal2"],
+    "macos-arm64": ["macosx_14_0_arm64", "macosx_13_0_arm64", "macosx_12_0_arm64", "macosx_11_0_arm64",
+                    "macosx_11_0_universal2", "macosx_10_9_universal2"],  # torch 2.13's wheel needs macOS 14
 }
 # What the worker imports at run time (numpy excluded: Blender ships it); versions come from constraints.txt.
 EXTENSION_WHEELS = [
