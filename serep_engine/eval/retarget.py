@@ -282,8 +282,10 @@ def evaluate_retarget(face_model: ICTModel, expression_model, n_expressions: int
             per_region[name].append(errors[name])
         summary = {name: round(float(errors[name].mean()), 3) for name in REGION_NAMES}
         if log:
-            log(f"{head.name}: {summary}, mean {np.mean(list(summary.values())):.3f} mm, fit {seconds[-1]:.1f} s, "
-                f"{note}, surface {registration.fit_residual_mm:.2f} mm")
+            still = head_errors_mm(face_model, head, np.zeros_like(truth), truth)  # scale: no motion at all
+            log(f"{head.name}: {summary}, mean {np.mean(list(summary.values())):.3f} mm "
+                f"(no-motion baseline {np.mean([still[n].mean() for n in REGION_NAMES]):.2f} mm), "
+                f"fit {seconds[-1]:.1f} s, {note}, surface {registration.fit_residual_mm:.2f} mm")
         shown.append((head, registration, predicted, truth))
     regions = {name: round(float(np.mean(np.concatenate(per_region[name]))), 4) for name in REGION_NAMES}
     regions["mean"] = round(float(np.mean([regions[name] for name in REGION_NAMES])), 4)

@@ -35,7 +35,7 @@ from serep_engine.facemodel.identities import cache_dir
 from serep_engine.retarget.landmarks import (NoFaceFoundError, Similarity, find_landmarks, robust_similarity,
                                               umeyama)
 
-FIT_VERSION = "fit-v3"
+FIT_VERSION = "fit-v4"
 IDENTITY_PRIOR = 0.05  # weight of ||w||^2 against ~9000 point-to-plane residuals (cm^2): a light hand
 LANDMARK_WEIGHT_AUTO = 0.3  # per landmark, relative to one surface match (mediapipe is a few mm off)
 LANDMARK_WEIGHT_GIVEN = 3.0
@@ -44,6 +44,7 @@ STIFFNESS = (30.0, 10.0, 3.0)  # non-rigid ICP: Laplacian weights, two iteration
 FALLOFF_CM = (0.3, 2.5)  # full motion within the first distance from the registered face, none beyond the second
 # A separate part whose median distance from the face exceeds this stays still (ICT's eyeball shells: 0.45-0.5)
 COMPONENT_STILL_CM = 0.3
+CONSISTENCY_CM = 0.3  # a vertex whose probe motion differs this much from its neighbours' is re-matched
 OFFSET_DAMPING = 1e-3  # keeps template parts without matches (and the system) near the identity fit
 
 
@@ -388,8 +389,11 @@ def _transfer_matrix(face_model, neutral, vertices, triangles, similarity, candi
     cost = distance + 0.5 * (agree.reshape(len(user), candidates) < 0.3)
     choice = np.argmin(cost, axis=1)
     rows = np.arange(len(user))
+    bary_k = bary.reshape(len(user), candidates, 3)
+    choice = _consistent_choice(face_model, triangles, template_triangles[nearest], bary_k,
+                                distance, choice)
     picked = nearest[rows, choice]
-    picked_bary = bary.reshape(len(user), candidates, 3)[rows, choice]
+    picked_bary = bary_k[rows, choice]
     picked_distance = distance[rows, choice]
     near, far = FALLOFF_CM
     t = np.clip((far - picked_distance) / (far - near), 0.0, 1.0)
@@ -399,6 +403,33 @@ def _transfer_matrix(face_model, neutral, vertices, triangles, similarity, candi
     matrix = sp.csr_matrix((weights.ravel(), (np.repeat(rows, 3), template_triangles[picked].ravel())),
                            shape=(len(user), len(neutral)))
     return matrix, picked_distance
+
+
+def _consistent_choice(face_model, triangles, candidate_vertices, bary, distance, choice, rounds: int = 2):
+    """Where the lips (or lids) touch, the closest surface can be the wrong lip for a vertex or two, which
+    then tears away when the mouth opens. A probe deformation (ICT's jawOpen and eyeBlink shapes) shows such
+    vertices: their probe motion differs from their neighbours'. They take the candidate, nearly as close,
+    that moves with the neighbours."""
+    names = list(face_model.expression_names)
+    probe = np.concatenate([face_model.face_expression_basis[names.index(n)]
+                            for n in ("jawOpen", "eyeBlink_L", "eyeBlink_R")], axis=1)  # (9409, 9)
+    motion = np.einsum("vkc,vkcd->vkd", bary, probe[candidate_vertices])  # (V, k, 9) per candidate
+    edges = triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    n = len(choice)
+    adjacency = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)).tocsr()
+    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64)
+    degree = np.asarray(adjacency.sum(1)).ravel().clip(1)
+    rows = np.arange(n)
+    for _ in range(rounds):
+        picked = motion[rows, choice]
+        around = (adjacency @ picked) / degree[:, None]
+        odd = np.linalg.norm(picked - around, axis=1) > CONSISTENCY_CM
+        if not odd.any():
+            break
+        nearly = distance[odd] <= distance[odd, choice[odd]][:, None] + 0.2
+        mismatch = np.linalg.norm(motion[odd] - around[odd][:, None], axis=2)
+        choice[odd] = np.argmin(np.where(nearly, mismatch, np.inf), axis=1)
+    return choice
 
 
 def _still_components(triangles: np.ndarray, n_vertices: int, distance: np.ndarray) -> np.ndarray:
