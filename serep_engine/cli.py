@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -39,6 +41,67 @@ def cmd_eval_expression(args) -> dict:
     return result
 
 
+def cmd_train_capture(args) -> dict:
+    from serep_engine.capture.train import config_from_args, train_capture
+
+    out = args.out or Path("capture_model")
+    return train_capture(config_from_args(args), out, log=_log)
+
+
+def load_target(path: Path):
+    """A target mesh from an .npz (vertices, faces) or any mesh file trimesh reads (.obj, .ply, .stl, .glb)."""
+    from serep_engine.engine import TargetMesh
+
+    if not path.exists():
+        raise FileNotFoundError(f"target mesh not found: {path}")
+    if path.suffix.lower() == ".npz":
+        return TargetMesh.load(path)
+    import trimesh
+
+    mesh = trimesh.load(path, force="mesh", process=False)
+    if len(mesh.faces) == 0:
+        raise ValueError(f"the target {path} has no faces")
+    return TargetMesh(np.asarray(mesh.vertices), np.asarray(mesh.faces))
+
+
+def cmd_capture(args) -> dict:
+    from serep_engine.engine import CaptureOptions, Engine
+
+    if args.out.suffix != ".npz":
+        raise ValueError(f"the result file must end in .npz, got {args.out.name}")
+    if not args.out.parent.exists():
+        raise FileNotFoundError(f"the output folder does not exist: {args.out.parent}")
+    target = load_target(args.target) if args.target else None
+    engine = Engine.from_pretrained(args.device)
+    options = CaptureOptions(smoothing=args.smoothing, gaps=args.gaps, arkit=args.arkit)
+    started = time.perf_counter()
+
+    def progress(done, total, stage, fps):
+        _log(json.dumps({"type": "progress", "done": done, "total": total, "stage": stage, "fps": round(fps, 2)}))
+
+    result = engine.capture(args.video, args.start, args.end, target, options, progress=progress)
+    result.save(args.out)
+    summary = {"result": str(args.out), "frames": result.n_frames, "face_found": int(result.face_found.sum()),
+               "keys": len(result.basis), "vertices": int(result.basis.shape[1]), "device": str(engine.device),
+               "seconds": round(time.perf_counter() - started, 2)}
+    if args.preview:
+        from serep_engine.capture.preview import write_preview
+
+        write_preview(args.video, result, args.preview, engine.face_model, engine.expression_model)
+        summary["preview"] = str(args.preview)
+    return summary
+
+
+def cmd_eval_landmarks(args) -> dict:
+    from serep_engine.capture.model import CaptureModel
+    from serep_engine.eval.landmarks import evaluate_landmarks
+
+    model = CaptureModel.load(args.weights) if args.weights else CaptureModel.from_pretrained("auto")
+    result = evaluate_landmarks(model, args.data)
+    _log(json.dumps(result))
+    return {"nme_inner51": result["nme_inner51"], "n_images": result["n_images"]}
+
+
 def cmd_eval_capture(args) -> dict:
     from serep_engine.eval.baselines import METHODS
     from serep_engine.eval.synthrex import evaluate_method
@@ -50,7 +113,12 @@ def cmd_eval_capture(args) -> dict:
         if name not in METHODS:
             raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
         started = time.perf_counter()
-        result = evaluate_method(face_model, name, METHODS[name](face_model), args.subjects, args.frames, log=_log)
+        method = METHODS[name](face_model)
+        if name == "serep" and args.weights:
+            from serep_engine.capture.model import CaptureModel
+
+            method = METHODS[name](face_model, CaptureModel.load(args.weights))
+        result = evaluate_method(face_model, name, method, args.subjects, args.frames, log=_log)
         result["seconds"] = round(time.perf_counter() - started, 1)
         results.append(result)
         _log(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}))
@@ -89,6 +157,14 @@ def cmd_synth(args) -> dict:
     config = SynthConfig(crop_size=args.size)
     return write_synthetic_set(args.n, args.out, seed=args.seed, shard_size=args.shard_size, workers=args.workers,
                                config=config, videos=videos, log=_log)
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def cmd_worker(args) -> None:
@@ -154,13 +230,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     capture = evaluate.add_parser("capture", help="capture methods on SynthREX (MultiREX protocol)")
     capture.add_argument("--method", action="append", required=True,
-                         help="neutral | landmark_fit (repeat to compare; the JSON line is the last one's)")
+                         help="neutral | landmark_fit | serep (repeat to compare; the JSON line is the last one's)")
     capture.add_argument("--json", action="store_true", help="print only the JSON result")
     capture.add_argument("--figure", type=Path, default=None, help="bars per region and view, and a strip of frames")
     capture.add_argument("--subjects", type=int, default=8, help="subjects to evaluate (quick checks: fewer)")
     capture.add_argument("--frames", type=int, default=150, help="frames per video (quick checks: fewer)")
+    capture.add_argument("--weights", type=Path, default=None, help="capture model folder (default: the shipped one)")
     capture.add_argument("--ict", type=Path, default=None)
     capture.set_defaults(func=cmd_eval_capture)
+
+    landmarks = evaluate.add_parser("landmarks", help="NME of the landmark head on annotated photos")
+    landmarks.add_argument("--data", type=Path, required=True, help="folder of images + landmarks68.json")
+    landmarks.add_argument("--json", action="store_true", help="print only the JSON result")
+    landmarks.add_argument("--weights", type=Path, default=None, help="capture model folder (default: shipped)")
+    landmarks.set_defaults(func=cmd_eval_landmarks)
+
+    train_capture = train.add_parser("capture", help="train the capture model (E_img, H_exp, H_lmks, C_d)")
+    from serep_engine.capture.train import TrainCaptureConfig
+
+    for name, default in TrainCaptureConfig.__dataclass_fields__.items():
+        kind = type(default.default)
+        kind = _boolean if kind is bool else kind
+        train_capture.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                                   help=f"(default {default.default!r})")
+    train_capture.add_argument("--out", type=Path, default=None, help="folder for checkpoints and weights")
+    train_capture.set_defaults(func=cmd_train_capture)
+
+    cap = commands.add_parser("capture", help="capture a clip into a result file (.npz)")
+    cap.add_argument("video", type=Path)
+    cap.add_argument("--out", type=Path, required=True, help="result file (.npz)")
+    cap.add_argument("--target", type=Path, default=None, help="target mesh (.npz vertices+faces, .obj, .ply, ...)")
+    cap.add_argument("--preview", type=Path, default=None, help="write a side-by-side preview video (.mp4)")
+    cap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    cap.add_argument("--start", type=int, default=0, help="first frame")
+    cap.add_argument("--end", type=int, default=None, help="one past the last frame")
+    cap.add_argument("--smoothing", type=float, default=1.0, help="code smoothing strength (0 = raw)")
+    cap.add_argument("--gaps", default="hold", choices=("hold", "interpolate"), help="frames without a face")
+    cap.add_argument("--arkit", action="store_true", help="also solve ARKit weights")
+    cap.set_defaults(func=cmd_capture)
 
     synthrex = commands.add_parser("synthrex", help="generate (or find) the cached SynthREX benchmark set")
     synthrex.add_argument("--ict", type=Path, default=None)

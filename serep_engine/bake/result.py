@@ -3,7 +3,10 @@
 An `.npz` (never pickled) with
     frames (F,) int, fps (), face_found (F,) bool, codes (F, D), head_pose (F, 6),
     basis (K, V, 3) float32 displacements on the target mesh's vertices, weights (F, K),
-and optionally arkit_names (52,) str, arkit_weights (F, 52), landmarks2d (F, L, 2).
+and optionally arkit_names (52,) str, arkit_weights (F, 52), landmarks2d (F, L, 2) image pixels, and
+codes_raw (F, D): the codes before temporal smoothing (NaN on frames without a face).
+head_pose is a rotation vector (radians) and a translation (cm) in OpenCV's camera frame (x right, y down,
+z forward).
 Per frame, the displacement of the target is weights[f] @ basis. `load` validates everything it reads.
 """
 
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-OPTIONAL = ("arkit_names", "arkit_weights", "landmarks2d")
+OPTIONAL = ("arkit_names", "arkit_weights", "landmarks2d", "codes_raw")
 
 
 class ResultFileError(ValueError):
@@ -34,6 +37,7 @@ class CaptureResult:
     arkit_names: np.ndarray | None = None
     arkit_weights: np.ndarray | None = None
     landmarks2d: np.ndarray | None = None
+    codes_raw: np.ndarray | None = None
 
     def __post_init__(self):
         self.frames = np.asarray(self.frames, np.int64)
@@ -79,6 +83,9 @@ class CaptureResult:
             self.landmarks2d = np.asarray(self.landmarks2d, np.float32)
             check(self.landmarks2d.ndim == 3 and self.landmarks2d.shape[0] == f and self.landmarks2d.shape[2] == 2,
                   "landmarks2d must have shape (F, L, 2)")
+        if self.codes_raw is not None:
+            self.codes_raw = np.asarray(self.codes_raw, np.float32)
+            check(self.codes_raw.shape == self.codes.shape, "codes_raw must have the shape of codes")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a failed write leaves no partial result behind."""

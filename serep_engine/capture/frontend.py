@@ -35,23 +35,48 @@ class FrontEndFrame:
     transform: np.ndarray | None  # 2x3 image -> crop
     landmarks: np.ndarray  # (478, 3) image pixels, NaN without a face
 
+    @property
+    def crop_landmarks(self) -> np.ndarray:
+        """(478, 2) landmarks in crop pixels (NaN without a face)."""
+        if self.transform is None:
+            return np.full((len(self.landmarks), 2), np.nan, np.float32)
+        return (self.landmarks[:, :2] @ self.transform[:, :2].T + self.transform[:, 2]).astype(np.float32)
+
+
+class LiveFrontEnd:
+    """The front end one frame at a time (frames in order): tracking, smoothed five points, crop. `smoothing`
+    scales the One Euro filter's minimum cut-off down (0 turns smoothing off)."""
+
+    def __init__(self, fps: float = 30.0, crop_size: int = 256, smoothing: float = 1.0):
+        self.crop_size = crop_size
+        self.tracker = FaceTracker(video=True)
+        self.points_filter = OneEuroFilter(fps, min_cutoff=1.5 / max(smoothing, 1e-6), beta=0.02) if smoothing else None
+        self.count = 0
+
+    def close(self) -> None:
+        self.tracker.close()
+
+    def __call__(self, rgb: np.ndarray, index: int | None = None) -> FrontEndFrame:
+        index = self.count if index is None else index
+        self.count += 1
+        observation = self.tracker.track(rgb)
+        if not observation.found:
+            if self.points_filter:
+                self.points_filter.reset()
+            return FrontEndFrame(index, False, None, None, observation.landmarks)
+        points = five_points_from_mediapipe(observation.landmarks)
+        if self.points_filter:
+            points = self.points_filter(points)
+        transform = similarity_to_crop(points, self.crop_size)
+        return FrontEndFrame(index, True, crop_face(rgb, transform, self.crop_size), transform, observation.landmarks)
+
 
 def front_end(path: str | os.PathLike, start: int = 0, end: int | None = None, crop_size: int = 256,
               smoothing: float = 1.0) -> Iterator[FrontEndFrame]:
-    """Per frame of the clip's range, the main face's landmarks and its smoothed crop. `smoothing` scales
-    the One Euro filter's minimum cut-off down (0 turns smoothing off)."""
-    info = probe(path)
-    points_filter = OneEuroFilter(info.fps, min_cutoff=1.5 / max(smoothing, 1e-6), beta=0.02) if smoothing else None
-    with FaceTracker(video=True) as tracker:
+    """Per frame of the clip's range, the main face's landmarks and its smoothed crop."""
+    live = LiveFrontEnd(probe(path).fps, crop_size, smoothing)
+    try:
         for index, rgb in read_frames(path, start, end):
-            observation = tracker.track(rgb)
-            if not observation.found:
-                if points_filter:
-                    points_filter.reset()
-                yield FrontEndFrame(index, False, None, None, observation.landmarks)
-                continue
-            points = five_points_from_mediapipe(observation.landmarks)
-            if points_filter:
-                points = points_filter(points)
-            transform = similarity_to_crop(points, crop_size)
-            yield FrontEndFrame(index, True, crop_face(rgb, transform, crop_size), transform, observation.landmarks)
+            yield live(rgb, index)
+    finally:
+        live.close()

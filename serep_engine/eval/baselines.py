@@ -1,6 +1,7 @@
 """Baseline capture methods for SynthREX, runnable by name.
 
 - `neutral`: the zero expression (every frame is the subject's neutral).
+- `serep`: the capture model (see `serep_method`).
 - `landmark_fit`: the classic 3DMM approach. Per frame, mediapipe's landmarks (the tracking front end)
   are fitted by regularised, bounded least squares with ICT's linear expression shapes on the subject's
   neutral, under a scaled-orthographic camera; pose and expression are solved in turn.
@@ -70,4 +71,36 @@ def landmark_fit_method(face_model: ICTModel, regularisation: float = 0.2, itera
     return run
 
 
-METHODS = {"neutral": neutral_method, "landmark_fit": landmark_fit_method}
+def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.0):
+    """The SEREP capture model as the product runs it: front end, codes, gap filling and smoothing, then
+    D_mesh decodes the codes onto the subject's neutral."""
+    import torch
+
+    from serep_engine.capture.frontend import LiveFrontEnd
+    from serep_engine.capture.model import CaptureModel
+    from serep_engine.engine import fill_gaps, smooth_codes
+    from serep_engine.expression.model import ExpressionModel
+
+    capture_model = capture_model or CaptureModel.from_pretrained("auto")
+    expression_model = ExpressionModel.from_pretrained("cpu", face_model)
+
+    def run(frames: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+        live = LiveFrontEnd(30.0, capture_model.crop_size)
+        tracked = [live(frame) for frame in frames]
+        live.close()
+        found = np.array([t.found for t in tracked])
+        codes = np.full((len(frames), capture_model.code_dim), np.nan, np.float32)
+        hits = [t for t in tracked if t.found]
+        for start in range(0, len(hits), 64):
+            batch = hits[start:start + 64]
+            predicted, _ = capture_model.predict([t.crop for t in batch], [t.crop_landmarks for t in batch])
+            codes[[t.index for t in batch]] = predicted
+        codes = smooth_codes(fill_gaps(codes, found), 30.0, smoothing, found)
+        with torch.no_grad():
+            basis = expression_model.identity_basis(neutral).numpy()
+        return neutral[None] + np.tensordot(codes, basis, axes=1)
+
+    return run
+
+
+METHODS = {"neutral": neutral_method, "landmark_fit": landmark_fit_method, "serep": serep_method}

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from serep_engine.capture.crop import crop_face, five_points_from_68, similarity_to_crop, transform_points
+from serep_engine.capture.frontend import five_points_from_mediapipe
 from serep_engine.expression.model import ExpressionModel
 from serep_engine.facemodel.expressions import sample_expression
 from serep_engine.facemodel.ict import FACE_VERTEX_COUNT, ICTModel
@@ -35,6 +36,7 @@ class SynthConfig:
     identity_scale: tuple[float, float] = (0.5, 2.5)  # per-mode std of identity weights, drawn per identity
     samples_per_identity: int = 64
     occluder_probability: float = 0.15
+    track: bool = True  # run mediapipe on each finished crop (the capture model's landmark input)
 
 
 class SynthGenerator:
@@ -47,6 +49,7 @@ class SynthGenerator:
         self.config = config or SynthConfig()
         self.renderer = HeadRenderer(face_model, self.config.render_size)
         self.backgrounds = backgrounds
+        self._tracker = None
 
     @cached_property
     def _code_of_weights(self) -> torch.Tensor:
@@ -116,19 +119,36 @@ class SynthGenerator:
         background = (self.backgrounds.sample(rng) if self.backgrounds and rng.random() < 0.7
                       else augment.procedural_background(rng, camera.size))
         image = np.where(mask[..., None], image, background)
-        transform = similarity_to_crop(five_points_from_68(landmarks), self.config.crop_size)
+        if degrade:
+            image = augment.degrade(image, rng)
+        # Crop as the capture front end does on real footage: from mediapipe's five points where it finds
+        # the face, else from the true landmarks.
+        tracked = self.track(image) if self.config.track else None
+        found = tracked is not None and bool(np.isfinite(tracked).all())
+        five = five_points_from_mediapipe(tracked) if found else five_points_from_68(landmarks)
+        transform = similarity_to_crop(five, self.config.crop_size)
         crop = crop_face(image, transform, self.config.crop_size)
         crop_landmarks = transform_points(landmarks, transform)
-        if degrade:
-            if rng.random() < self.config.occluder_probability:
-                occluder = augment.occlude(crop, rng, crop_landmarks.mean(0), self.config.crop_size * 0.6)
-                inside = np.clip(crop_landmarks.round().astype(int), 0, self.config.crop_size - 1)
-                visible &= ~occluder[inside[:, 1], inside[:, 0]]
-            crop = augment.degrade(crop, rng)
-        return {"crop": crop, "code": code.astype(np.float32), "weights": weights.astype(np.float32),
-                "identity": identity["weights"].astype(np.float32),
-                "pose": np.array([camera.yaw, camera.pitch, camera.roll], np.float32),
-                "landmarks": crop_landmarks.astype(np.float32), "visible": visible}
+        if degrade and rng.random() < self.config.occluder_probability:
+            occluder = augment.occlude(crop, rng, crop_landmarks.mean(0), self.config.crop_size * 0.6)
+            inside = np.clip(crop_landmarks.round().astype(int), 0, self.config.crop_size - 1)
+            visible &= ~occluder[inside[:, 1], inside[:, 0]]
+        sample = {"crop": crop, "code": code.astype(np.float32), "weights": weights.astype(np.float32),
+                  "identity": identity["weights"].astype(np.float32),
+                  "pose": np.array([camera.yaw, camera.pitch, camera.roll], np.float32),
+                  "landmarks": crop_landmarks.astype(np.float32), "visible": visible}
+        if self.config.track:
+            sample["mp_landmarks"] = (transform_points(tracked[:, :2], transform) if found
+                                      else np.full((len(tracked), 2), np.nan)).astype(np.float32)
+        return sample
+
+    def track(self, image: np.ndarray) -> np.ndarray:
+        """mediapipe's 478 landmarks (pixels) on the finished image, NaN where it finds no face."""
+        from serep_engine.capture.tracking import FaceTracker
+
+        if self._tracker is None:
+            self._tracker = FaceTracker(video=False, max_faces=1)
+        return self._tracker.track(image).landmarks
 
 
 def _visible(pixels: np.ndarray, depth: np.ndarray, depth_image: np.ndarray, tolerance_cm: float = 0.6) -> np.ndarray:

@@ -1,0 +1,271 @@
+"""Semi-supervised training of the capture model (`serep train capture`).
+
+Every step draws a batch of synthetic samples (`serep synth` shards: crop, mediapipe landmarks, true code
+and 68 landmarks) and a batch of real images (`capture/real.py`: annotated photos and clip frames with
+pseudo-labels). Losses:
+- code, on synthetic samples only: the error of the decoded mesh through the frozen D_mesh. Decoding onto
+  one identity is linear, so the mean squared per-vertex error is a quadratic form dz^T G dz with G the
+  Gram matrix of the template's decoded basis, each region weighted equally (as MultiREX scores them);
+- landmarks (H_lmks), on both: smooth L1 on visible / annotated points;
+- domain: C_d behind the gradient-reversal layer tells synthetic from real; its strength ramps up.
+Seeded; a checkpoint (weights, optimiser, step) is written every `checkpoint_every` steps and picked up
+again by a rerun with the same `--out`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from serep_engine.capture.model import CaptureModel, CaptureModelConfig, CaptureNet
+from serep_engine.device import pick_device
+
+
+@dataclass
+class TrainCaptureConfig:
+    synth: str = ""  # folder of `serep synth` shards (default: $SEREP_CACHE/capture-synth-v1)
+    steps: int = 6000
+    batch_synth: int = 48
+    batch_real: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    domain_weight: float = 0.1  # 0 turns domain adaptation off
+    landmark_weight: float = 1.0
+    use_image: bool = True
+    use_landmarks: bool = True
+    landmark_dropout: float = 0.15  # share of samples whose landmark input is hidden (so the image must work alone)
+    input_size: int = 96
+    validation_shards: int = 2  # the set's last shards, never trained on
+    max_shards: int = 0  # 0 = all
+    real_photos: int = 0  # annotated photos used (0 = all; small numbers for quick runs)
+    real_clips: int = 0  # real clips used for pseudo-labels (0 = all)
+    checkpoint_every: int = 500
+    log_every: int = 100
+    device: str = "auto"
+
+
+def region_gram(expression_model, face_model) -> torch.Tensor:
+    """(D, D) G with dz^T G dz = mean over regions of the mean squared per-vertex error (cm^2) of the
+    decoded template mesh."""
+    from serep_engine.facemodel.regions import region_masks
+
+    with torch.no_grad():
+        basis = expression_model.identity_basis(face_model.face_neutral).double()  # (D, V, 3)
+    gram = torch.zeros(basis.shape[0], basis.shape[0], dtype=torch.float64)
+    masks = region_masks(face_model)
+    for mask in masks.values():
+        part = basis[:, torch.from_numpy(np.asarray(mask))].reshape(basis.shape[0], -1)
+        gram += part @ part.T / mask.sum()
+    return (gram / len(masks)).float()
+
+
+def _load_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    if crops.shape[1] == size:
+        return crops
+    return np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
+
+
+def load_synth(folder: Path, size: int, max_shards: int = 0) -> dict:
+    from serep_engine.synth.shards import read_shard
+
+    paths = sorted(folder.glob("shard_*.npz"))
+    if max_shards:
+        paths = paths[:max_shards]
+    if not paths:
+        raise FileNotFoundError(f"no synthetic shards in {folder} (make them with `serep synth --out {folder}`)")
+    parts = []
+    for path in paths:
+        shard = read_shard(path)
+        parts.append({"crops": _load_crops(shard["crops"], size), "code": shard["code"],
+                      "mp_landmarks": shard["mp_landmarks"], "landmarks": shard["landmarks"],
+                      "landmark_weight": shard["visible"].astype(np.float32), "crop_size": shard["crops"].shape[1]})
+    return {key: np.concatenate([p[key] for p in parts]) if key != "crop_size" else parts[0][key] for key in parts[0]}
+
+
+class Augment:
+    """Random similarity jitter of crop and landmarks together, colour jitter, landmark-input noise/dropout."""
+
+    def __init__(self, generator: torch.Generator, landmark_dropout: float):
+        self.generator = generator
+        self.landmark_dropout = landmark_dropout
+
+    def _uniform(self, n, low, high):
+        return low + (high - low) * torch.rand(n, generator=self.generator)
+
+    def __call__(self, images, mp_points, points):
+        """images (B, 3, S, S) in [0, 1], points in [-1, 1] crop units."""
+        b = images.shape[0]
+        angle = self._uniform(b, -0.14, 0.14)
+        scale = self._uniform(b, 0.93, 1.07)
+        shift = self._uniform(2 * b, -0.06, 0.06).view(b, 2)
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        forward = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (B, 2, 2)
+        # affine_grid maps output to input coordinates: the inverse of the forward point map.
+        inverse = torch.linalg.inv(forward)
+        theta = torch.cat([inverse, -(inverse @ shift[:, :, None])], 2)
+        grid = F.affine_grid(theta, images.shape, align_corners=False)
+        images = F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+        mp_points = mp_points @ forward.transpose(1, 2) + shift[:, None]
+        points = points @ forward.transpose(1, 2) + shift[:, None]
+        gain = self._uniform(b, 0.7, 1.3).view(b, 1, 1, 1)
+        bias = self._uniform(b, -0.12, 0.12).view(b, 1, 1, 1)
+        tint = self._uniform(3 * b, 0.9, 1.1).view(b, 3, 1, 1)
+        images = ((images - 0.5) * gain + 0.5 + bias) * tint
+        grey = (torch.rand(b, generator=self.generator) < 0.1).view(b, 1, 1, 1)
+        images = torch.where(grey, images.mean(1, keepdim=True).expand_as(images), images).clamp(0, 1)
+        mp_points = mp_points + 0.004 * torch.randn(mp_points.shape, generator=self.generator)
+        hidden = (torch.rand(b, generator=self.generator) < self.landmark_dropout).view(b, 1, 1)
+        mp_points = torch.where(hidden, torch.full_like(mp_points, float("nan")), mp_points)
+        return images, mp_points, points
+
+
+def _batch(data: dict, index: np.ndarray, crop_size: float):
+    images = torch.from_numpy(data["crops"][index]).permute(0, 3, 1, 2).float().div_(255)
+    mp_points = torch.from_numpy(data["mp_landmarks"][index]) / (crop_size / 2) - 1
+    points = torch.from_numpy(data["landmarks"][index]) / (crop_size / 2) - 1
+    return images, mp_points, points, torch.from_numpy(data["landmark_weight"][index])
+
+
+def landmark_loss(predicted, target, weight):
+    per_point = F.smooth_l1_loss(predicted, target, reduction="none", beta=0.02).sum(2)
+    return (per_point * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
+    from serep_engine.capture.real import build_real_set, load_real_set
+    from serep_engine.expression.model import ExpressionModel
+    from serep_engine.facemodel.ict import ICTModel
+    from serep_engine.facemodel.identities import cache_dir
+
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = pick_device(config.device)
+    face_model = ICTModel.load()
+    expression_model = ExpressionModel.from_pretrained("cpu", face_model)
+    gram = region_gram(expression_model, face_model).to(device)
+
+    synth_dir = Path(config.synth) if config.synth else cache_dir() / "capture-synth-v1"
+    synth = load_synth(synth_dir, config.input_size, config.max_shards)
+    crop_size = float(synth.pop("crop_size"))
+    n_validation = min(config.validation_shards * 256, len(synth["code"]) // 5)
+    validation = {k: v[-n_validation:] for k, v in synth.items()}
+    synth = {k: v[:-n_validation] for k, v in synth.items()}
+    real = load_real_set(build_real_set(face_model, int(crop_size), config.real_photos, config.real_clips, log=log))
+    real["crops"] = _load_crops(real["crops"], config.input_size)
+    log(json.dumps({"type": "data", "synth": len(synth["code"]), "validation": n_validation, "real": len(real["crops"])}))
+
+    model_config = CaptureModelConfig(code_dim=expression_model.config.code_dim, input_size=config.input_size,
+                                      crop_size=int(crop_size), use_image=config.use_image,
+                                      use_landmarks=config.use_landmarks)
+    net = CaptureNet(model_config).to(device)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out_dir / "checkpoint.pt"
+    start_step, history = 0, []
+    if checkpoint_path.exists():
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        net.load_state_dict(checkpoint["model"])
+        optimiser.load_state_dict(checkpoint["optimiser"])
+        start_step, history = int(checkpoint["step"]), json.loads(checkpoint["history"])
+        rng = np.random.default_rng([config.seed, start_step])
+        log(json.dumps({"type": "resumed", "step": start_step}))
+    generator = torch.Generator().manual_seed(config.seed + start_step)
+    augment = Augment(generator, config.landmark_dropout if config.use_landmarks else 0.0)
+    use_real = config.domain_weight > 0 or config.landmark_weight > 0
+
+    def learning_rate(step):
+        warmup = 200
+        if step < warmup:
+            return config.lr * (step + 1) / warmup
+        return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(config.steps - warmup, 1)))
+
+    running = {}
+    for step in range(start_step, config.steps):
+        net.train()
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(step)
+        synth_index = rng.integers(len(synth["code"]), size=config.batch_synth)
+        images, mp_points, points, visible = _batch(synth, synth_index, crop_size)
+        n_synth = images.shape[0]
+        if use_real:
+            r_images, r_mp, r_points, r_weight = _batch(real, rng.integers(len(real["crops"]), size=config.batch_real),
+                                                        crop_size)
+            images, mp_points = torch.cat([images, r_images]), torch.cat([mp_points, r_mp])
+            points, visible = torch.cat([points, r_points]), torch.cat([visible, r_weight])
+        images, mp_points, points = augment(images, mp_points, points)
+        progress = step / config.steps
+        strength = config.domain_weight * (2 / (1 + math.exp(-10 * progress)) - 1)
+        code, predicted_points, domain = net(images.to(device), mp_points.to(device), strength)
+        true_code = torch.from_numpy(synth["code"][synth_index]).to(device)
+        error = code[:n_synth] - true_code
+        code_loss = torch.einsum("bi,ij,bj->b", error, gram, error).mean()
+        lmk_loss = landmark_loss(predicted_points, points.to(device), visible.to(device))
+        loss = code_loss / 0.01 + config.landmark_weight * lmk_loss / 0.003
+        domain_loss = torch.zeros((), device=device)
+        if config.domain_weight > 0:
+            is_synth = torch.zeros(images.shape[0], device=device)
+            is_synth[:n_synth] = 1
+            domain_loss = F.binary_cross_entropy_with_logits(domain, is_synth)
+            loss = loss + domain_loss
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        for name, value in (("code_mm", code_loss.sqrt() * 10), ("landmarks", lmk_loss), ("domain", domain_loss)):
+            running[name] = running.get(name, 0.0) + float(value.detach())
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            entry = {"step": step + 1, **{k: round(v / config.log_every, 5) for k, v in running.items()},
+                     "lr": round(learning_rate(step), 6), "seconds": round(time.perf_counter() - started, 1)}
+            running = {}
+            history.append(entry)
+            log(json.dumps({"type": "train", **entry}))
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            torch.save({"model": net.state_dict(), "optimiser": optimiser.state_dict(), "step": step + 1,
+                        "history": json.dumps(history)}, checkpoint_path)
+
+    model = CaptureModel(net.cpu(), torch.device("cpu"))
+    val = validate(model, validation, gram.cpu(), crop_size)
+    summary = {"config": asdict(config), "validation": val, "history": history[-5:], "n_synth": len(synth["code"]),
+               "n_real": len(real["crops"]), "device": str(device),
+               "seconds": round(time.perf_counter() - started, 1)}
+    model.metadata = {"training": summary, "synth_set": str(synth_dir.name)}
+    model.save(out_dir)
+    return summary
+
+
+@torch.no_grad()
+def validate(model: CaptureModel, data: dict, gram: torch.Tensor, crop_size: float) -> dict:
+    """Held-out synthetic shards: region-weighted decoded-mesh RMS error (mm) and landmark NME (inner 51,
+    outer eye corners)."""
+    model.net.eval()
+    errors, nmes = [], []
+    for start in range(0, len(data["code"]), 64):
+        index = np.arange(start, min(start + 64, len(data["code"])))
+        images, mp_points, points, _ = _batch(data, index, crop_size)
+        code, predicted, _ = model.net(images, mp_points)
+        error = code - torch.from_numpy(data["code"][index])
+        errors.append(torch.einsum("bi,ij,bj->b", error, gram, error))
+        nmes.append(nme_inner51(predicted.numpy(), points.numpy()))
+    return {"code_rms_mm": round(float(torch.cat(errors).mean().sqrt()) * 10, 4),
+            "nme_inner51": round(float(np.mean(np.concatenate(nmes))), 4)}
+
+
+def nme_inner51(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per image: mean distance over points 17-67 divided by the outer-eye-corner distance (36, 45)."""
+    normaliser = np.linalg.norm(truth[:, 36] - truth[:, 45], axis=1)
+    return np.linalg.norm(predicted[:, 17:] - truth[:, 17:], axis=2).mean(1) / normaliser
+
+
+def config_from_args(args) -> TrainCaptureConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(TrainCaptureConfig) if getattr(args, f.name, None) is not None}
+    return TrainCaptureConfig(**values)

@@ -1,0 +1,42 @@
+"""`serep eval landmarks`: the capture model's landmark head (H_lmks) on real annotated photos.
+
+Each photo is cropped as the front end crops video (mediapipe's five points; a fixed centre crop where
+mediapipe finds no face), H_lmks predicts the 68 points in the crop, and they are mapped back to the photo.
+NME: mean point-to-point distance over the 51 inner points (17-67) divided by the distance of the outer eye
+corners (36, 45), as a fraction (0.05 = 5%).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from serep_engine.capture.real import crop_photo, read_landmark_photos
+from serep_engine.capture.train import nme_inner51
+from serep_engine.engine import cv_invert
+
+
+def evaluate_landmarks(capture_model, directory: str | Path) -> dict:
+    from serep_engine.capture.tracking import FaceTracker
+    from serep_engine.capture.crop import transform_points
+
+    photos = read_landmark_photos(directory)
+    if not photos:
+        raise ValueError(f"no annotated photos in {directory}")
+    predicted, truth, missed = [], [], 0
+    with FaceTracker(video=False, max_faces=1) as tracker:
+        for path, landmarks in photos:
+            image = cv2.imread(str(path))
+            if image is None:
+                raise ValueError(f"cannot read the photo {path}")
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            crop, transform, points, found = crop_photo(rgb, tracker, capture_model.crop_size)
+            missed += not found
+            _, crop_points = capture_model.predict([crop], [points])
+            predicted.append(transform_points(crop_points[0], cv_invert(transform)))
+            truth.append(landmarks)
+    nme = nme_inner51(np.stack(predicted), np.stack(truth))
+    return {"nme_inner51": round(float(nme.mean()), 5), "n_images": len(photos),
+            "nme_median": round(float(np.median(nme)), 5), "mediapipe_missed": missed}

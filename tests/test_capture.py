@@ -1,0 +1,128 @@
+"""The capture model: gradient reversal, a tiny training run, the shipped model through the CLI, pose."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from serep_engine.bake.result import CaptureResult
+from serep_engine.capture.model import CaptureModelConfig, CaptureNet, GradientReversal
+from serep_engine.facemodel.ict import default_data_dir
+
+CLIP = default_data_dir() / "real" / "videos" / "liveportrait_d0.mp4"
+AFW = default_data_dir() / "real" / "faces68" / "afw"
+
+
+def needs_clip():
+    if not CLIP.exists():
+        pytest.skip(f"real clips not found at {CLIP.parent}")
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient():
+    x = torch.randn(5, 3, requires_grad=True)
+    GradientReversal.apply(x, 0.3).sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, -0.3))
+    y = torch.randn(5, 3)
+    assert torch.equal(GradientReversal.apply(y, 0.3), y)  # identity forward
+
+
+def test_landmark_input_may_be_missing():
+    net = CaptureNet(CaptureModelConfig(input_size=64)).eval()
+    images = torch.rand(2, 3, 64, 64)
+    points = torch.rand(2, 478, 2)
+    points[1] = float("nan")
+    code, landmarks, _ = net(images, points)
+    assert code.shape == (2, 64) and landmarks.shape == (2, 68, 2)
+    assert torch.isfinite(code).all() and torch.isfinite(landmarks).all()
+
+
+def test_tiny_training_run_lowers_its_losses(face_model, tmp_path):
+    needs_clip()
+    from serep_engine.capture.model import CaptureModel
+    from serep_engine.capture.train import TrainCaptureConfig, train_capture
+    from serep_engine.synth.shards import write_synthetic_set
+
+    write_synthetic_set(96, tmp_path / "synth", seed=3, shard_size=32, workers=1, log=lambda _: None)
+    config = TrainCaptureConfig(synth=str(tmp_path / "synth"), steps=60, batch_synth=16, batch_real=8, lr=2e-3,
+                                validation_shards=1, real_photos=24, real_clips=1, log_every=20, checkpoint_every=30,
+                                input_size=64)
+    summary = train_capture(config, tmp_path / "model", log=lambda _: None)
+    history = summary["history"]
+    assert history[-1]["code_mm"] < history[0]["code_mm"]
+    assert history[-1]["landmarks"] < history[0]["landmarks"]
+    model = CaptureModel.load(tmp_path / "model")
+    assert model.metadata["training"]["config"]["steps"] == 60
+    # resumable: a rerun with more steps continues from the checkpoint instead of starting over
+    config.steps = 70
+    again = train_capture(config, tmp_path / "model", log=lambda _: None)
+    assert again["history"][-1]["step"] == 70 and len(again["history"]) == 4
+
+
+def _run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "serep_engine", *map(str, args)], capture_output=True, text=True)
+
+
+def test_capture_cli_writes_a_valid_result_and_a_preview(tmp_path):
+    needs_clip()
+    out, preview = tmp_path / "take one.npz", tmp_path / "preview.mp4"
+    run = _run_cli("capture", CLIP, "--end", 30, "--out", out, "--preview", preview, "--device", "cpu")
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    result = CaptureResult.load(out)
+    assert summary["frames"] == result.n_frames == 30 and result.face_found.all()
+    assert result.basis.shape[1] == 9409 and result.codes_raw.shape == result.codes.shape
+    assert np.isfinite(result.head_pose).all()
+    capture = cv2.VideoCapture(str(preview))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 30
+
+
+def test_capture_of_a_clip_without_faces_fails_cleanly(tmp_path):
+    clip, out = tmp_path / "noise.mp4", tmp_path / "noise.npz"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        writer.write(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    writer.release()
+    run = _run_cli("capture", clip, "--out", out, "--device", "cpu")
+    assert run.returncode == 1
+    assert "no face was found" in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists()
+
+
+def test_head_pose_is_sane_on_a_frontal_clip(face_model):
+    needs_clip()
+    from serep_engine.capture.frontend import front_end
+    from serep_engine.capture.pose import HeadPoseEstimator
+    from serep_engine.capture.video import probe
+
+    info = probe(CLIP)
+    estimator = HeadPoseEstimator(face_model)
+    poses = np.array([estimator(f.landmarks, (info.height, info.width)) for f in front_end(CLIP, 0, 20) if f.found])
+    assert len(poses) == 20
+    angles = np.degrees(np.linalg.norm(poses[:, :3], axis=1))
+    assert angles.max() < 35  # an actor facing the camera
+    assert (poses[:, 5] > 10).all() and (poses[:, 5] < 300).all()  # in front of the camera, at a plausible distance
+
+
+def test_landmark_benchmark_json(tmp_path):
+    if not AFW.exists():
+        pytest.skip("faces68 photos not found")
+    photos = json.loads((AFW / "landmarks68.json").read_text())
+    subset = tmp_path / "afw_subset"
+    subset.mkdir()
+    names = sorted(photos["points"])[:6]
+    for name in names:
+        (subset / name).write_bytes((AFW / name).read_bytes())
+    (subset / "landmarks68.json").write_text(json.dumps({**photos, "points": {n: photos["points"][n] for n in names}}))
+    run = _run_cli("eval", "landmarks", "--data", subset, "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(result) == {"nme_inner51", "n_images"} and result["n_images"] == 6
+    assert 0 < result["nme_inner51"] < 0.2
