@@ -65,8 +65,10 @@ def load_target(path: Path):
 
 
 def cmd_capture(args) -> dict:
+    from serep_engine.capture.video import probe
     from serep_engine.engine import CaptureOptions, Engine
 
+    probe(args.video)  # a clip that cannot be read is said before the models load
     if args.out.suffix != ".npz":
         raise ValueError(f"the result file must end in .npz, got {args.out.name}")
     if not args.out.parent.exists():
