@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 OPTIONAL = ("arkit_names", "arkit_weights", "landmarks2d", "codes_raw")
+KINDS = {"frames": "iu", "face_found": "b", "arkit_names": "U"}  # numpy dtype kinds; the rest are real numbers
 
 
 class ResultFileError(ValueError):
@@ -58,13 +59,12 @@ class CaptureResult:
         return np.tensordot(self.weights[frame_index], self.basis, axes=1)
 
     def validate(self) -> None:
-        f = len(self.frames)
-
         def check(condition: bool, message: str) -> None:
             if not condition:
                 raise ResultFileError(message)
 
-        check(self.frames.ndim == 1 and f > 0, "frames must be a non-empty 1-D array")
+        check(self.frames.ndim == 1 and len(self.frames) > 0, "frames must be a non-empty 1-D array")
+        f = len(self.frames)
         check(bool(np.all(np.diff(self.frames) > 0)), "frames must be strictly increasing")
         check(np.isfinite(self.fps) and 0 < self.fps <= 1000, f"fps must be in (0, 1000], got {self.fps}")
         check(self.face_found.shape == (f,), f"face_found must have shape ({f},)")
@@ -108,11 +108,23 @@ class CaptureResult:
                 arrays = {name: data[name] for name in data.files}
         except FileNotFoundError:
             raise ResultFileError(f"result file not found: {path}") from None
-        except (OSError, ValueError) as error:
-            raise ResultFileError(f"not a readable result file: {path} ({error})") from None
+        except Exception as error:  # damaged archives raise many kinds (zip, zlib, npy header); never unpickled
+            message = " ".join(str(error).split())[:200]
+            raise ResultFileError(f"not a readable result file: {path} ({message or type(error).__name__})") from None
+        if not isinstance(arrays, dict):  # a single .npy array rather than an .npz archive
+            raise ResultFileError(f"not a result file (.npz of named arrays): {path}")
         required = [f.name for f in fields(cls) if f.name not in OPTIONAL]
         missing = [name for name in required if name not in arrays]
         if missing:
             raise ResultFileError(f"result file {path} lacks {', '.join(missing)}")
         known = {f.name for f in fields(cls)}
-        return cls(**{name: value for name, value in arrays.items() if name in known})
+        arrays = {name: value for name, value in arrays.items() if name in known}
+        for name, value in arrays.items():
+            kinds = KINDS.get(name, "iuf")
+            if value.dtype.kind not in kinds:
+                raise ResultFileError(f"{name} in {path} has the wrong type ({value.dtype})")
+        if arrays["fps"].size != 1:
+            raise ResultFileError(f"fps in {path} must be one number")
+        if ("arkit_names" in arrays) != ("arkit_weights" in arrays):
+            raise ResultFileError(f"result file {path} has only one of arkit_names and arkit_weights")
+        return cls(**arrays)
