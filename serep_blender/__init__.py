@@ -6,7 +6,7 @@ The add-on only uses bpy (and Blender's numpy); the engine (torch, mediapipe) ru
 
 from . import capture, operators, preferences, properties, ui
 
-_modules = (preferences, properties, operators, ui)
+_modules = (preferences, properties, operators, ui, capture)
 
 
 def register():
@@ -15,6 +15,5 @@ def register():
 
 
 def unregister():
-    capture.stop_all()
     for module in reversed(_modules):
         module.unregister()

@@ -59,8 +59,12 @@ def load_result(path: str | Path) -> Result:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as error:
-        raise BakeError(f"cannot read the result file {path}: {error}") from None
+    except Exception as error:  # a damaged archive raises many kinds (zip, zlib, npy header); never unpickled
+        raise BakeError(f"cannot read the result file {path}: {error or type(error).__name__}") from None
+    numeric = ("frames", "fps", "face_found", "head_pose", "basis", "weights", "arkit_weights")
+    if any(name in arrays and arrays[name].dtype.kind not in "iufb" for name in numeric) \
+            or ("fps" in arrays and arrays["fps"].size != 1):
+        raise BakeError(f"the result file {path} holds arrays of the wrong type")
     missing = [n for n in ("frames", "fps", "face_found", "head_pose", "basis", "weights") if n not in arrays]
     if missing:
         raise BakeError(f"the result file {path} lacks {', '.join(missing)}")
@@ -70,11 +74,15 @@ def load_result(path: str | Path) -> Result:
     if "arkit_weights" in arrays and "arkit_names" in arrays:
         result.arkit_names = [str(name) for name in arrays["arkit_names"]]
         result.arkit_weights = arrays["arkit_weights"].astype(np.float32)
-    f = result.n_frames
+    f = len(result.frames) if result.frames.ndim == 1 else 0
     if f == 0 or result.basis.ndim != 3 or result.weights.shape != (f, len(result.basis)) \
-            or result.head_pose.shape != (f, 6) or not result.fps > 0:
+            or result.head_pose.shape != (f, 6) or result.face_found.shape != (f,) or not 0 < result.fps <= 1000:
         raise BakeError(f"the result file {path} is inconsistent (frames {f}, basis {result.basis.shape}, "
                         f"weights {result.weights.shape})")
+    if not all(np.isfinite(a).all() for a in (result.basis, result.weights, result.head_pose)):
+        raise BakeError(f"the result file {path} holds NaN or infinite values")
+    if result.arkit_weights is not None and result.arkit_weights.shape != (f, len(result.arkit_names)):
+        raise BakeError(f"the result file {path} has ARKit weights of the wrong shape")
     return result
 
 

@@ -3,11 +3,13 @@
 Runtime state only (never saved into the .blend): the running queue and the last run's summary. The queue
 advances from `bpy.app.timers` (Blender stays responsive) or, for scripts and `blender -b`, from a wait loop;
 both call `CaptureQueue.step`. Nothing in the scene changes until a clip's result is baked, so cancelling
-leaves the scene as it was.
+leaves the scene as it was. Opening another file (or File > New) cancels a running capture, so that a result
+never lands on an object of the same name in another file; Blender quitting ends the worker (`atexit`).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import tempfile
@@ -31,6 +33,7 @@ LAST: dict = {"summary": "", "error": ""}
 class Options:
     mode: str = "BASIS"
     smoothing: float = 1.0
+    gaps: str = "hold"  # frames without a face: "hold" the last expression or "interpolate" across the gap
     head: str = "NONE"
     armature: str = ""
     bone: str = ""
@@ -51,6 +54,8 @@ def export_target(obj, path: Path) -> list[str]:
     """The mesh's rest shape (its reference shape key, else its vertices) and triangles as the engine's
     target .npz, in object space. Returns the names of its shape keys."""
     mesh = obj.data
+    if not len(mesh.polygons):
+        raise ValueError(f"{obj.name} has no faces (only loose vertices or edges): the engine needs a surface")
     co = np.empty(len(mesh.vertices) * 3, np.float32)
     key = mesh.shape_keys
     (key.reference_key.data if key is not None else mesh.vertices).foreach_get("co", co)
@@ -63,11 +68,24 @@ def export_target(obj, path: Path) -> list[str]:
     return [] if key is None else [block.name for block in key.key_blocks]
 
 
+def check_target(obj) -> None:
+    """Refuse, before anything runs, a target the bake could not write shape keys onto."""
+    if obj is None:
+        raise ValueError("choose a mesh object as the target")
+    if obj.type != "MESH":
+        raise ValueError(f"the target {obj.name!r} is a {obj.type.lower()}, not a mesh: choose a mesh object")
+    for block in (obj, obj.data):
+        override = block.override_library
+        library = block.library or (override.reference.library if override and override.reference else None)
+        if block.library is not None or override is not None:
+            raise ValueError(f"{block.name!r} is linked from {library.filepath if library else 'another file'}: "
+                             "make it local (Object > Relations > Make Local) to bake onto it")
+
+
 class CaptureQueue:
     def __init__(self, obj, clips: list[tuple[Path, int, int | None]], options: Options, settings: Settings,
                  undo_steps: bool):
-        if obj is None or obj.type != "MESH":
-            raise ValueError("choose a mesh object as the target")
+        check_target(obj)
         for clip, _, _ in clips:
             if not clip.is_file():
                 raise ValueError(f"clip not found: {clip}")
@@ -113,7 +131,8 @@ class CaptureQueue:
         job = {"version": 1, "clip": str(clip), "frame_start": start, "frame_end": end,
                "target": str(self.work / "target.npz"), "output": str(job_dir / "result.npz"),
                "device": self.settings.device, "shape_keys": self.shape_keys,
-               "options": {"smoothing": self.options.smoothing, "arkit": self.options.mode == "ARKIT"}}
+               "options": {"smoothing": self.options.smoothing, "gaps": self.options.gaps,
+                           "arkit": self.options.mode == "ARKIT"}}
         (job_dir / "job.json").write_text(json.dumps(job, indent=1))
         self.run = WorkerRun(self.python, job_dir / "job.json", self.env)
 
@@ -150,13 +169,18 @@ class CaptureQueue:
         except bake.BakeError as error:
             self.failed.append((clip.name, str(error)))
             return
+        except Exception as error:  # never leave the queue stuck in a timer; say what happened
+            self.failed.append((clip.name, f"the bake failed: {type(error).__name__}: {error}"))
+            return
         summary["clip"], summary["warnings"] = clip.name, list(warnings)
         self.baked.append(summary)
         if self.undo_steps and bpy.ops.ed.undo_push.poll():
             bpy.ops.ed.undo_push(message=f"SEREP bake {clip.name}")
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str = "") -> None:
         self.cancelled = True
+        if reason:
+            self.failed.append((self.clip.name, reason))
         if self.run is not None:
             self.run.cancel()
 
@@ -205,10 +229,35 @@ def tick() -> float | None:
     return 0.1 if running else None
 
 
-def stop_all() -> None:
-    """Cancel a running capture (the add-on is being disabled)."""
+def stop_all(reason: str = "") -> None:
+    """Cancel a running capture and wait for its worker to end (the add-on is being disabled, another file is
+    opened, Blender quits)."""
     if ACTIVE is not None and not ACTIVE.finished:
-        ACTIVE.cancel()
+        ACTIVE.cancel(reason)
         ACTIVE.run_to_end()
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)
+
+
+@bpy.app.handlers.persistent
+def _file_closing(*args) -> None:
+    stop_all("cancelled: the file was closed while the engine was running")
+
+
+def _quitting() -> None:
+    """atexit: Blender is quitting (its handlers no longer run); end the worker so that none is left behind."""
+    if ACTIVE is not None and ACTIVE.run is not None:
+        ACTIVE.run.cancel()
+        ACTIVE.run.wait(5.0)
+
+
+def register() -> None:
+    bpy.app.handlers.load_pre.append(_file_closing)
+    atexit.register(_quitting)
+
+
+def unregister() -> None:
+    stop_all()
+    if _file_closing in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_file_closing)
+    atexit.unregister(_quitting)

@@ -27,7 +27,7 @@ def _target(context, name: str):
 
 def _options(context, mode: str) -> capture.Options:
     settings = context.scene.serep
-    return capture.Options(mode=mode, smoothing=settings.smoothing, head=settings.head,
+    return capture.Options(mode=mode, smoothing=settings.smoothing, gaps=settings.gaps.lower(), head=settings.head,
                            armature=settings.armature.name if settings.armature else "", bone=settings.bone)
 
 
@@ -126,8 +126,10 @@ class SEREP_OT_clear(bpy.types.Operator):
 
     def execute(self, context):
         obj = _target(context, self.target)
-        if obj is None or obj.type != "MESH":
-            self.report({"ERROR"}, "choose a mesh object as the target")
+        try:
+            capture.check_target(obj)
+        except ValueError as error:
+            self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         removed = bake.clear(obj)
         self.report({"INFO"}, f"removed {removed} SEREP shape keys and their Actions from {obj.name}")

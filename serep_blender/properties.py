@@ -15,6 +15,10 @@ HEAD_ITEMS = [
     ("OBJECT", "Object", "Key the head rotation on the target object"),
     ("BONE", "Bone", "Key the head rotation on a bone of an armature"),
 ]
+GAP_ITEMS = [
+    ("HOLD", "Hold", "Keep the last expression until the face is found again"),
+    ("INTERPOLATE", "Interpolate", "Blend from the expression before the gap to the one after it"),
+]
 _clip_info: dict[str, tuple[float, int] | None] = {}  # clip path -> (fps, frames), read by Blender's own decoder
 
 
@@ -64,6 +68,8 @@ class SerepSettings(bpy.types.PropertyGroup):
     mode: EnumProperty(name="Output", items=MODE_ITEMS, default="BASIS")
     smoothing: FloatProperty(name="Smoothing", min=0.0, max=10.0, default=1.0,
                              description="Temporal smoothing of the expression (0: raw per-frame capture)")
+    gaps: EnumProperty(name="Face Lost", items=GAP_ITEMS, default="HOLD",
+                       description="What the animation does on frames where no face is found")
     head: EnumProperty(name="Head Rotation", items=HEAD_ITEMS, default="NONE")
     armature: PointerProperty(name="Armature", type=bpy.types.Object, poll=_is_armature)
     bone: StringProperty(name="Bone", description="Bone of the armature that turns the head")

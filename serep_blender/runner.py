@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +38,16 @@ def worker_environment(bundled_site: str | None, cache_dir: str | None) -> dict:
     if cache_dir:
         env["SEREP_CACHE"] = cache_dir
     return env
+
+
+def _signal_name(number: int) -> str:
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    meaning = {"SIGKILL": "killed", "SIGSEGV": "crashed", "SIGABRT": "crashed", "SIGBUS": "crashed",
+               "SIGTERM": "terminated"}.get(name, "ended")
+    return f"{meaning} by {name}"
 
 
 @dataclass
@@ -112,7 +123,8 @@ class WorkerRun:
         self.process.stdout.close()
         if state.result is None and state.error is None:
             tail = self.log_tail()
-            state.error = f"the engine stopped (exit status {code}) without a result" + (f": {tail}" if tail else "")
+            how = f"exit status {code}" if code >= 0 else _signal_name(-code)
+            state.error = f"the engine stopped ({how}) without a result" + (f": {tail}" if tail else "")
         if code != 0 and state.result is not None:
             state.result, state.error = None, f"the engine exited with status {code} after reporting a result"
         state.finished = True

@@ -38,6 +38,7 @@ class SEREP_PT_main(_SidebarMixin, bpy.types.Panel):
         layout.prop(settings, "target")
         layout.prop(settings, "mode")
         layout.prop(settings, "smoothing")
+        layout.prop(settings, "gaps")
 
 
 class SEREP_PT_head(_SidebarMixin, bpy.types.Panel):

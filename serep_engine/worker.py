@@ -9,6 +9,10 @@ The done line may add "arkit_keys": {ARKit name: the target's shape key} when th
 Everything else that anything prints, from Python or from C libraries, goes to stderr: the protocol writes to
 a private copy of the original stdout and file descriptor 1 is pointed at stderr. SIGINT and SIGTERM only set
 a flag; the capture checks it between frames and stops with a cancelled error line, writing no result.
+
+A worker never outlives the program that started it: when its parent process is gone (Blender quit or was
+killed) it stops as if cancelled, and leaves at once if it has not stopped after a grace period. A GPU that runs
+out of memory is retried with half the batch, down to one frame, then on the CPU, each step a warning line.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from dataclasses import asdict
 from typing import TextIO
 
 CANCELLED_EXIT = 130
+ORPHAN_GRACE_S = 10.0  # after the parent is gone, how long a stop may take before the worker just leaves
 
 
 class Protocol:
@@ -56,6 +62,7 @@ def run(job_path: str, protocol: Protocol) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request_stop)
+    threading.Thread(target=_watch_parent, args=(os.getppid(), stop), daemon=True).start()
     try:
         return _capture(job_path, protocol, stop)
     except Exception as error:  # every failure becomes an error line; the add-on shows its message
@@ -84,14 +91,33 @@ def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
     if stop.is_set():
         raise Cancelled("capture cancelled")
     target = None if job.target is None else TargetMesh.load(job.target)
-    result = engine.capture(job.clip, job.frame_start, end, target=target,
-                            options=CaptureOptions(**asdict(job.options)),
-                            progress=protocol.progress, should_stop=stop.is_set)
+    if target is not None:  # a mesh without a face is said before the clip is tracked; the fit is cached
+        from serep_engine.retarget import fit_target
+
+        protocol.progress(0, 1, "fitting the target", 0.0)
+        fit_target(engine.face_model, target.vertices, target.triangles, target.landmarks)
+    options = CaptureOptions(**asdict(job.options))
+
+    def attempt(batch_size: int, device: str):
+        nonlocal engine
+        if device != engine.device.type:
+            engine = Engine.from_pretrained(device=device)
+        options.batch_size = batch_size
+        return engine.capture(job.clip, job.frame_start, end, target=target, options=options,
+                              progress=protocol.progress, should_stop=stop.is_set)
+
+    result = with_memory_fallback(attempt, options.batch_size, engine.device.type, protocol)
     missing = int((~result.face_found).sum())
     if missing:
         protocol.send("warning", message=f"no face in {missing} of {result.n_frames} frames "
                                          f"({'held' if job.options.gaps == 'hold' else 'interpolated'})")
-    done = {"result": str(result.save(job.output))}
+    if result.n_frames < end - job.frame_start - 1:
+        protocol.send("warning", message=f"the clip ended after {result.n_frames} of the {end - job.frame_start} "
+                                         "frames its header promises (a damaged or cut-short file?)")
+    try:
+        done = {"result": str(result.save(job.output))}
+    except OSError as error:
+        raise OSError(f"could not write the result to {job.output}: {error.strerror or error}") from error
     if job.options.arkit:
         from serep_engine.retarget.arkit import match_arkit_names
 
@@ -100,6 +126,39 @@ def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
             protocol.send("warning", message="none of the target's shape keys has an ARKit name")
     protocol.send("done", **done)
     return 0
+
+
+def with_memory_fallback(attempt, batch_size: int, device: str, protocol: Protocol):
+    """attempt(batch_size, device), retried after the GPU runs out of memory with half the batch down to one
+    frame, then on the CPU; each retry is a warning line."""
+    import torch
+
+    while True:
+        try:
+            return attempt(batch_size, device)
+        except torch.cuda.OutOfMemoryError:
+            if device == "cpu":
+                raise
+            torch.cuda.empty_cache()
+            if batch_size > 1:
+                batch_size //= 2
+                protocol.send("warning", message=f"the GPU ran out of memory: retrying {batch_size} frames at a time")
+            else:
+                device = "cpu"
+                protocol.send("warning", message="the GPU ran out of memory even one frame at a time: "
+                                                 "running on the CPU (slower)")
+
+
+def _watch_parent(parent: int, stop: threading.Event, interval: float = 0.5) -> None:
+    """Stop when the process that started the worker is gone (it is re-parented); leave if stopping hangs."""
+    if os.name != "posix":  # Windows: the add-on ends its worker when it stops (see serep_blender/capture.py)
+        return
+    while os.getppid() == parent:
+        time.sleep(interval)
+    print("serep worker: the program that started it is gone; stopping", file=sys.stderr, flush=True)
+    stop.set()
+    time.sleep(ORPHAN_GRACE_S)
+    os._exit(CANCELLED_EXIT)
 
 
 def main(job_path: str) -> int:

@@ -94,7 +94,8 @@ class CaptureResult:
         arrays["fps"] = np.float64(self.fps)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
         try:
-            np.savez(tmp, **arrays)
+            with open(tmp, "wb") as handle:  # closed even when the disk fills up mid-write
+                np.savez(handle, **arrays)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

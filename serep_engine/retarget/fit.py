@@ -158,8 +158,10 @@ def _check_mesh(vertices, triangles):
     triangles = np.asarray(triangles)
     if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) < 100:
         raise ValueError(f"the target mesh needs (V, 3) vertices with V >= 100, got shape {vertices.shape}")
-    if triangles.ndim != 2 or triangles.shape[1] != 3 or len(triangles) == 0:
-        raise ValueError(f"the target mesh needs (T, 3) triangles, got shape {triangles.shape}")
+    if triangles.ndim == 2 and triangles.shape[1] == 3 and len(triangles) == 0:
+        raise ValueError("the target mesh has no faces (only loose vertices or edges): the engine needs a surface")
+    if triangles.ndim != 2 or triangles.shape[1] != 3 or not np.issubdtype(triangles.dtype, np.integer):
+        raise ValueError(f"the target mesh needs (T, 3) integer triangles, got {triangles.dtype} {triangles.shape}")
     if not np.isfinite(vertices).all():
         raise ValueError("the target mesh has NaN or infinite vertex positions")
     if triangles.min() < 0 or triangles.max() >= len(vertices):
@@ -194,6 +196,9 @@ def fit_target(face_model: ICTModel, vertices, triangles, landmarks=None, use_ca
     """Register the template onto a user mesh (cached per mesh under the engine's cache folder). A mesh built
     on the template's own face topology is mapped vertex for vertex (exact)."""
     vertices, triangles = _check_mesh(vertices, triangles)
+    welded, first, inverse = np.unique(vertices, axis=0, return_index=True, return_inverse=True)
+    if len(welded) < len(vertices) and not _has_template_topology(face_model, vertices, triangles):
+        return _unwelded(face_model, welded, first, inverse.ravel(), triangles, landmarks, use_cache, log)
     path = cache_dir() / "registrations" / f"{mesh_key(vertices, triangles, landmarks)}.npz"
     if use_cache and path.exists():
         return Registration.load(path)
@@ -226,6 +231,17 @@ def fit_target(face_model: ICTModel, vertices, triangles, landmarks=None, use_ca
     if log:
         log(f"registered in {registration.seconds:.1f} s, median surface distance {residual:.2f} mm, "
             f"{int((distance < FALLOFF_CM[1]).sum())} of {len(vertices)} vertices move")
+    return registration
+
+
+def _unwelded(face_model, welded, first, inverse, triangles, landmarks, use_cache, log) -> Registration:
+    """A mesh with several vertices at one place (split normals or UV seams as some exporters write them, or
+    stray duplicates): fitted welded, so that the copies of a vertex move together instead of tearing apart."""
+    if landmarks is not None and np.asarray(landmarks).shape == (68,):
+        landmarks = np.where(np.asarray(landmarks) >= 0, inverse[np.clip(landmarks, 0, None)], -1)
+    registration = fit_target(face_model, welded, inverse[triangles], landmarks, use_cache, log)
+    registration.transfer = registration.transfer.tocsr()[inverse]
+    registration.landmarks68 = first[registration.landmarks68]
     return registration
 
 
