@@ -5,16 +5,18 @@ Decoding onto one identity is linear in the code, so the exact basis is the iden
 a truncated SVD of the frames actually captured, keeping the fewest keys whose largest per-vertex
 error over all frames stays within the tolerance.
 
-Memory does not grow with clip length x vertices: the SVD runs in code space (F x K), and the error of a
-truncation is evaluated a block of frames at a time from the dropped components alone.
+Memory does not grow with clip length x vertices, and time grows linearly with each: the SVD runs in code
+space (F x K), and a truncation's error is measured from the dropped components alone, a block of frames at
+a time, skipping the frames and vertices that cannot reach the tolerance (or the worst error found so far).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# Frames per block when measuring a truncation's error (float32, ample for errors of 1e-3 cm and up).
-ERROR_BLOCK_VALUES = 1 << 22  # about 16 MB per block, whatever the vertex count
+# Values per block when measuring a truncation's error: a (frames, moving vertices x 3) float32 array at a time.
+ERROR_BLOCK_VALUES = 1 << 22  # about 16 MB, whatever the vertex count
+HEADROOM = 1 + 1e-4  # bounds computed in float32 are loosened by this much, so that they stay bounds
 
 
 def compress(basis: np.ndarray, weights: np.ndarray, tolerance_cm: float = 0.005, max_keys: int | None = None):
@@ -22,35 +24,52 @@ def compress(basis: np.ndarray, weights: np.ndarray, tolerance_cm: float = 0.005
     weights @ basis to `tolerance_cm` per vertex on every frame (or the best with `max_keys`)."""
     k, v, _ = basis.shape
     flat = basis.reshape(k, -1).astype(np.float64)
-    # Work in code space: displacements = weights @ flat, and flat has an orthonormal row basis q.
-    q, r = np.linalg.qr(flat.T)  # flat.T = q r, q (3V, K)
-    u, s, vt = np.linalg.svd(weights.astype(np.float64) @ r.T, full_matrices=False)  # (F, K) in q's coordinates
-    components = vt @ q.T  # (K, 3V): orthonormal rows; displacements = (u * s) @ components
+    # Orthonormal rows spanning the keys, from their Gram matrix (far cheaper than a QR of the tall (3V, K)
+    # matrix): flat = (vectors * sqrt(values)) @ rows. Keys adding nothing (eigenvalue ~ 0) drop out.
+    values, vectors = np.linalg.eigh(flat @ flat.T)
+    keep = values > max(values[-1], 0.0) * 1e-12
+    if not keep.any():  # every key is zero: nothing moves
+        return np.zeros((1, v, 3), np.float32), np.zeros((len(weights), 1), np.float32), 0.0
+    vectors, roots = vectors[:, keep], np.sqrt(values[keep])
+    u, s, vt = np.linalg.svd(weights.astype(np.float64) @ (vectors * roots), full_matrices=False)
+    components = (vt @ (vectors / roots).T) @ flat  # (K, 3V) orthonormal: displacements = (u * s) @ components
     limit = min(max_keys or len(s), len(s))
-    block = max(1, ERROR_BLOCK_VALUES // (3 * v))
 
-    def error(keys: int, give_up_above: float = np.inf) -> float:
-        """Largest per-vertex norm of the dropped components' sum over all frames, a block of frames at a time.
-        A frame's whole dropped norm bounds its per-vertex errors, so frames go largest bound first and the
-        scan ends once no frame left can beat the worst so far (or the worst passes `give_up_above`)."""
+    def error(keys: int, tolerance: float | None = None) -> float:
+        """Largest per-vertex norm of the dropped components' sum over all frames. A frame's error at a vertex
+        is at most |frame's dropped weights| x |vertex's dropped components| (Cauchy-Schwarz), so vertices
+        and frames whose bound is within the floor (the tolerance, when only meeting it matters; else the
+        worst so far) are never computed. With a tolerance the scan stops once it is exceeded."""
         if keys >= len(s):
             return 0.0
-        dropped, tails = components[keys:].astype(np.float32), (u[:, keys:] * s[keys:]).astype(np.float32)
-        bounds = np.linalg.norm(tails, axis=1) * (1 + 1e-5)  # float32 headroom
-        order = np.argsort(-bounds)
+        dropped = components[keys:].astype(np.float32).reshape(len(s) - keys, v, 3)
+        tails = (u[:, keys:] * s[keys:]).astype(np.float32)
+        frame_bound = np.linalg.norm(tails, axis=1) * HEADROOM
+        vertex_bound = np.minimum(np.sqrt(np.einsum("kvi,kvi->v", dropped, dropped)) * HEADROOM, 1.0)
+        floor = 0.0 if tolerance is None else tolerance
+        moving = np.flatnonzero(vertex_bound * frame_bound.max() > floor)
+        if len(moving) == 0:
+            return 0.0
+        dropped = dropped[:, moving].reshape(len(dropped), -1)
+        reach = vertex_bound[moving].max()
+        order = np.argsort(-frame_bound)
+        block = max(1, ERROR_BLOCK_VALUES // dropped.shape[1])
         worst = 0.0
         for first in range(0, len(order), block):
             frames = order[first:first + block]
-            if bounds[frames[0]] <= worst or worst > give_up_above:
+            if frame_bound[frames[0]] * reach <= max(worst, floor):
                 break
-            residual = tails[frames] @ dropped
-            worst = max(worst, float(np.sqrt((residual.reshape(-1, v, 3) ** 2).sum(axis=2).max())))
+            residual = (tails[frames] @ dropped).reshape(len(frames), -1, 3)
+            squared = residual[..., 0] ** 2 + residual[..., 1] ** 2 + residual[..., 2] ** 2
+            worst = max(worst, float(np.sqrt(squared.max())))
+            if tolerance is not None and worst > tolerance:
+                break
         return worst
 
     low, high = 1, limit  # the error falls as keys are added: bisect for the fewest within tolerance
     while low < high:
         middle = (low + high) // 2
-        if error(middle, give_up_above=tolerance_cm) <= tolerance_cm:
+        if error(middle, tolerance_cm) <= tolerance_cm:
             high = middle
         else:
             low = middle + 1
