@@ -116,7 +116,7 @@ EXTENSION_WHEELS = [
     "scipy", "opencv-contrib-python", "safetensors", "trimesh",
     "mediapipe", "absl-py", "attrs", "flatbuffers", "protobuf", "sounddevice", "cffi", "pycparser",
     "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "packaging", "pillow", "pyparsing",
-    "python-dateutil", "tzdata", "moderngl", "glcontext",
+    "python-dateutil", "tzdata", "moderngl", "glcontext", "threadpoolctl",
 ]
 ICT_FILES = ("ict_facekit.npz", "LICENSE", "README.md")  # the face model (MIT) the engine needs at run time
 

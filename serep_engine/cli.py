@@ -195,6 +195,54 @@ def cmd_export(args) -> dict:
     return export_result(args.result, livelink=args.livelink, json_path=args.json)
 
 
+def cmd_bench(args) -> dict:
+    from serep_engine.bench import run_bench
+
+    return run_bench(args.device, args.clip_720p, args.clip_1080p, args.repeats, args.frames, args.weights,
+                     bake=not args.no_bake, log=_log)
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm")
+
+
+def cmd_batch(args) -> dict:
+    """Bake many clips with Dask (serep_engine/distributed.py): one worker job per clip; one JSON line per clip
+    on stderr, the summary on stdout."""
+    from serep_engine.distributed import run_batch, write_jobs
+    from serep_engine.job import JobOptions
+
+    clips = []
+    for path in args.clips:
+        if path.is_dir():
+            clips += sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        elif path.is_file():
+            clips.append(path)
+        else:
+            raise FileNotFoundError(f"clip or folder not found: {path}")
+    if not clips:
+        raise ValueError("no clips to bake (video files: " + ", ".join(VIDEO_SUFFIXES) + ")")
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.target
+    if target is not None and target.suffix.lower() != ".npz":  # jobs take .npz meshes: convert once, shared
+        mesh = load_target(target)
+        target = args.out / "jobs" / "target.npz"
+        target.parent.mkdir(exist_ok=True)
+        np.savez(target, vertices=mesh.vertices, faces=mesh.triangles)
+    options = JobOptions(smoothing=args.smoothing, gaps=args.gaps, arkit=args.arkit)
+    jobs = write_jobs(clips, args.out, target, options, args.device, args.start, args.end)
+    started, outcomes = time.perf_counter(), []
+    for outcome in run_batch(jobs, args.scheduler, args.workers, timeout=args.timeout):
+        _log(json.dumps(outcome))
+        outcomes.append(outcome)
+    seconds = time.perf_counter() - started
+    frames = sum(o["frames"] for o in outcomes if o["result"])
+    return {"clips": len(outcomes), "done": sum(o["result"] is not None for o in outcomes),
+            "failed": [{"job": o["job"], "error": o["error"]} for o in outcomes if o["result"] is None],
+            "results": sorted(o["result"] for o in outcomes if o["result"]), "frames": frames,
+            "seconds": round(seconds, 2), "fps": round(frames / seconds, 2) if seconds else 0.0,
+            "hosts": sorted({o["host"] for o in outcomes})}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serep", description="SEREP engine: semantic facial expression capture")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -292,6 +340,32 @@ def build_parser() -> argparse.ArgumentParser:
     regions.add_argument("--figure", type=Path, required=True)
     regions.add_argument("--ict", type=Path, default=None)
     regions.set_defaults(func=cmd_regions)
+
+    bench = commands.add_parser("bench", help="speed and memory, stage by stage (serep_engine/bench.py)")
+    bench.add_argument("--json", action="store_true", help="print only the JSON result")
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    bench.add_argument("--clip-720p", type=Path, default=None, help="default: the shared data's obama.mp4")
+    bench.add_argument("--clip-1080p", type=Path, default=None, help="default: the shared data's skarsgard.mp4")
+    bench.add_argument("--repeats", type=int, default=3, help="timed end-to-end runs per clip (median)")
+    bench.add_argument("--frames", type=int, default=None, help="only the first N frames of each clip")
+    bench.add_argument("--weights", type=Path, default=None, help="capture model folder (default: the shipped one)")
+    bench.add_argument("--no-bake", action="store_true", help="skip the Blender (bpy) bake benchmark")
+    bench.set_defaults(func=cmd_bench)
+
+    batch = commands.add_parser("batch", help="bake many clips on local processes or a Dask cluster (docs/distributed.md)")
+    batch.add_argument("clips", type=Path, nargs="+", help="clips and/or folders of clips")
+    batch.add_argument("--out", type=Path, required=True, help="folder for the results (<clip>.npz) and job files")
+    batch.add_argument("--target", type=Path, default=None, help="target mesh (.npz vertices+faces, .obj, .ply, ...)")
+    batch.add_argument("--scheduler", default=None, help="a Dask scheduler's address (default: local processes)")
+    batch.add_argument("--workers", type=int, default=None, help="local processes (default: one per two cores)")
+    batch.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    batch.add_argument("--start", type=int, default=0, help="first frame of every clip")
+    batch.add_argument("--end", type=int, default=None, help="one past the last frame of every clip")
+    batch.add_argument("--smoothing", type=float, default=1.0, help="code smoothing strength (0 = raw)")
+    batch.add_argument("--gaps", default="hold", choices=("hold", "interpolate"), help="frames without a face")
+    batch.add_argument("--arkit", action="store_true", help="also solve ARKit weights")
+    batch.add_argument("--timeout", type=float, default=None, help="seconds one clip may take")
+    batch.set_defaults(func=cmd_batch)
 
     worker = commands.add_parser("worker", help="run one capture job for the Blender add-on (JSON lines on stdout)")
     worker.add_argument("--job", type=Path, required=True, help="job file (JSON, see serep_engine/job.py)")

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,12 +115,17 @@ class Engine:
                 target: TargetMesh | None = None, options: CaptureOptions | None = None,
                 progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None) -> CaptureResult:
         options = options or CaptureOptions()
-        tracked = self.track(video_path, start, end, options, progress, should_stop)
-        return self.bake(tracked, target, options, progress)
+        with engine_threads():
+            tracked = self.track(video_path, start, end, options, progress, should_stop)
+            return self.bake(tracked, target, options, progress)
 
     def track(self, video_path, start: int = 0, end: int | None = None, options: CaptureOptions | None = None,
               progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
-        """Front end + capture model over the clip's range: per-frame raw codes, landmarks, pose, flags."""
+        """Front end + capture model over the clip's range: per-frame raw codes, landmarks, pose, flags.
+
+        Three stages overlap (OpenCV, mediapipe's graph and torch release the GIL): a thread decodes frames
+        ahead, this thread tracks, crops and fits the head pose, and a model thread runs the capture model
+        on batches of crops, at most two batches behind."""
         from serep_engine.capture.frontend import front_end
         from serep_engine.capture.pose import HeadPoseEstimator
         from serep_engine.capture.video import probe
@@ -129,38 +137,49 @@ class Engine:
         pose = HeadPoseEstimator(self.face_model)
         frames, found, codes, landmarks68, poses = [], [], [], [], []
         pending: list = []  # (position, frame) waiting for a batch
+        in_flight: deque = deque()  # batches handed to the model thread
         started = time.perf_counter()
 
-        def flush():
-            if not pending:
-                return
-            predicted, points = self.capture_model.predict([f.crop for _, f in pending],
-                                                           [f.crop_landmarks for _, f in pending])
-            for (position, frame), code, crop_points in zip(pending, predicted, points):
+        def predict(batch: list) -> None:  # in the model thread; fills positions the tracking thread is past
+            predicted, points = self.capture_model.predict([f.crop for _, f in batch],
+                                                           [f.crop_landmarks for _, f in batch])
+            for (position, frame), code, crop_points in zip(batch, predicted, points):
                 codes[position] = code
                 inverse = cv_invert(frame.transform)
                 landmarks68[position] = crop_points @ inverse[:, :2].T + inverse[:, 2]
-            pending.clear()
 
-        for frame in front_end(video_path, start, end, crop_size=self.capture_model.crop_size):
-            if should_stop is not None and should_stop():
-                raise Cancelled("capture cancelled")
-            position = len(frames)
-            frames.append(frame.index)
-            found.append(frame.found)
-            codes.append(None)
-            landmarks68.append(np.full((68, 2), np.nan, np.float32))
-            if frame.found:
-                poses.append(pose(frame.landmarks, (info.height, info.width)))
-                pending.append((position, frame))
-                if len(pending) >= options.batch_size:
-                    flush()
-            else:
-                pose.reset()
-                poses.append(np.full(6, np.nan, np.float32))
-            if progress is not None and (len(frames) % 10 == 0 or len(frames) == total):
-                progress(len(frames), total, "tracking", len(frames) / max(time.perf_counter() - started, 1e-6))
-        flush()
+        def flush(keep: int) -> None:
+            if pending:
+                in_flight.append(model.submit(predict, pending.copy()))
+                pending.clear()
+            while len(in_flight) > keep:
+                in_flight.popleft().result()  # raises the model thread's error here
+
+        with engine_threads(), ThreadPoolExecutor(1, thread_name_prefix="serep-model") as model:
+            try:
+                for frame in front_end(video_path, start, end, crop_size=self.capture_model.crop_size):
+                    if should_stop is not None and should_stop():
+                        raise Cancelled("capture cancelled")
+                    position = len(frames)
+                    frames.append(frame.index)
+                    found.append(frame.found)
+                    codes.append(None)
+                    landmarks68.append(np.full((68, 2), np.nan, np.float32))
+                    if frame.found:
+                        poses.append(pose(frame.landmarks, (info.height, info.width)))
+                        pending.append((position, frame))
+                        if len(pending) >= options.batch_size:
+                            flush(keep=2)
+                    else:
+                        pose.reset()
+                        poses.append(np.full(6, np.nan, np.float32))
+                    if progress is not None and (len(frames) % 10 == 0 or len(frames) == total):
+                        progress(len(frames), total, "tracking",
+                                 len(frames) / max(time.perf_counter() - started, 1e-6))
+                flush(keep=0)
+            finally:
+                for job in in_flight:
+                    job.cancel()
         if not frames:
             raise ValueError(f"no frames in the range {start}..{end} of {video_path}")
         found = np.array(found, bool)
@@ -205,6 +224,25 @@ class Engine:
         return CaptureResult(frames=tracked["frames"], fps=tracked["fps"], face_found=found, codes=codes,
                              head_pose=head_pose, basis=basis, weights=weights, codes_raw=raw,
                              landmarks2d=tracked["landmarks2d"], **extra)
+
+
+@contextmanager
+def engine_threads():
+    """Torch's CPU threads and the BLAS libraries' (numpy's, scipy's) limited to a quarter of the cores (one on
+    a laptop) while the engine runs: decoding and tracking run beside them, and Blender or other work shares the
+    machine. Oversubscribed BLAS and OpenMP pools spin and wait; on this 2-core machine a bake ran 2-10 times
+    slower with two threads each than with one."""
+    import scipy.sparse.linalg  # noqa: F401  (scipy's BLAS loaded now, so that the limit reaches it)
+    from threadpoolctl import threadpool_limits
+
+    threads = max(1, (os.cpu_count() or 1) // 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cv_invert(transform: np.ndarray) -> np.ndarray:

@@ -5,7 +5,9 @@ crop does not jitter. Frames without a face are flagged; the smoothing restarts 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,12 +73,56 @@ class LiveFrontEnd:
         return FrontEndFrame(index, True, crop_face(rgb, transform, self.crop_size), transform, observation.landmarks)
 
 
+def ahead(items: Iterable, depth: int = 4) -> Iterator:
+    """`items` produced by a background thread up to `depth` ahead of the consumer, in order; the producer's
+    errors are raised in the consumer. Decoding (OpenCV, which releases the GIL) so overlaps tracking."""
+    slots: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((end, None))
+        except BaseException as error:  # handed to the consumer, raised there
+            offer((end, error))
+        finally:
+            if hasattr(items, "close"):  # a generator: release what it holds (the video file) now
+                items.close()
+
+    thread = threading.Thread(target=produce, name="serep-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def front_end(path: str | os.PathLike, start: int = 0, end: int | None = None, crop_size: int = 256,
               smoothing: float = 1.0) -> Iterator[FrontEndFrame]:
-    """Per frame of the clip's range, the main face's landmarks and its smoothed crop."""
+    """Per frame of the clip's range, the main face's landmarks and its smoothed crop. Frames are decoded
+    a few ahead by a background thread while the current one is tracked."""
     live = LiveFrontEnd(probe(path).fps, crop_size, smoothing)
     try:
-        for index, rgb in read_frames(path, start, end):
+        for index, rgb in ahead(read_frames(path, start, end)):
             yield live(rgb, index)
     finally:
         live.close()
