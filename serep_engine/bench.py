@@ -210,10 +210,10 @@ def blender_bake(frames: int = 1000, vertices: int = 20000, keys: int = 64, repe
 
 def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: Path | None = None,
               repeats: int = 3, max_frames: int | None = None, weights: Path | None = None,
-              bake: bool = True, log=None) -> dict:
+              bake: bool = True, track_workers: int = 1, log=None) -> dict:
     from serep_engine.capture.model import CaptureModel
     from serep_engine.device import pick_device
-    from serep_engine.engine import CaptureOptions, Engine
+    from serep_engine.engine import CaptureOptions, Engine, engine_threads
     from serep_engine.expression.model import ExpressionModel
     from serep_engine.facemodel.ict import ICTModel
 
@@ -229,7 +229,7 @@ def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: P
                         CaptureModel.load(weights, device=chosen), chosen)
     load_s = time.perf_counter() - started
     target = bench_target(engine.face_model)
-    options = CaptureOptions()
+    options = CaptureOptions(track_workers=track_workers)
     log(f"bench: target mesh {len(target.vertices)} vertices; stages on {clips['720p'].name}")
     stages, per_clip = stage_times(engine, clips["720p"], target, options, max_frames)
     per_clip["load_models_s"] = round(load_s, 3)
@@ -239,7 +239,8 @@ def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: P
         runs[label] = end_to_end(engine, clip, target, options, repeats, max_frames)
     batch = 512 if engine.device.type == "cuda" else 64
     log("bench: capture model alone")
-    model_fps = model_throughput(engine.capture_model, batch)
+    with engine_threads():
+        model_fps = model_throughput(engine.capture_model, batch)
     bake_s = None
     if bake:
         log("bench: Blender bake (bpy)")
@@ -251,5 +252,5 @@ def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: P
             "model_fps_batched": {"batch": batch, "fps": round(model_fps, 1),
                                   "mixed_precision": engine.device.type == "cuda"},
             "paper_fps_ratio": round(runs["720p"]["fps"] / 38.3, 2), "target_vertices": len(target.vertices),
-            "weights": str(weights) if weights else "shipped",
+            "weights": str(weights) if weights else "shipped", "track_workers": track_workers,
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}

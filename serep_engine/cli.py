@@ -199,7 +199,7 @@ def cmd_bench(args) -> dict:
     from serep_engine.bench import run_bench
 
     return run_bench(args.device, args.clip_720p, args.clip_1080p, args.repeats, args.frames, args.weights,
-                     bake=not args.no_bake, log=_log)
+                     bake=not args.no_bake, track_workers=args.track_workers, log=_log)
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm")
@@ -350,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=None, help="only the first N frames of each clip")
     bench.add_argument("--weights", type=Path, default=None, help="capture model folder (default: the shipped one)")
     bench.add_argument("--no-bake", action="store_true", help="skip the Blender (bpy) bake benchmark")
+    bench.add_argument("--track-workers", type=int, default=1,
+                       help="processes decoding and tracking chunks in parallel (1: the threaded pipeline)")
     bench.set_defaults(func=cmd_bench)
 
     batch = commands.add_parser("batch", help="bake many clips on local processes or a Dask cluster (docs/distributed.md)")

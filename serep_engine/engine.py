@@ -64,6 +64,7 @@ class CaptureOptions:
     max_keys: int | None = None
     arkit: bool = False  # also solve ARKit weights
     batch_size: int = 16
+    track_workers: int = 1  # processes that decode and track chunks of the clip in parallel (1: threads only)
 
 
 @dataclass
@@ -125,8 +126,9 @@ class Engine:
 
         Three stages overlap (OpenCV, mediapipe's graph and torch release the GIL): a thread decodes frames
         ahead, this thread tracks, crops and fits the head pose, and a model thread runs the capture model
-        on batches of crops, at most two batches behind."""
-        from serep_engine.capture.frontend import front_end
+        on batches of crops, at most two batches behind. With `options.track_workers` > 1, processes decode
+        and track chunks of the clip in parallel instead (capture/frontend.py: parallel_front_end)."""
+        from serep_engine.capture.frontend import front_end, parallel_front_end
         from serep_engine.capture.pose import HeadPoseEstimator
         from serep_engine.capture.video import probe
 
@@ -155,9 +157,14 @@ class Engine:
             while len(in_flight) > keep:
                 in_flight.popleft().result()  # raises the model thread's error here
 
+        if options.track_workers > 1:  # crops come at the network's input size (the same pixels predict makes)
+            stream = parallel_front_end(video_path, start, end, options.track_workers, self.capture_model.crop_size,
+                                        self.capture_model.config.input_size)
+        else:
+            stream = front_end(video_path, start, end, crop_size=self.capture_model.crop_size)
         with engine_threads(), ThreadPoolExecutor(1, thread_name_prefix="serep-model") as model:
             try:
-                for frame in front_end(video_path, start, end, crop_size=self.capture_model.crop_size):
+                for frame in stream:
                     if should_stop is not None and should_stop():
                         raise Cancelled("capture cancelled")
                     position = len(frames)
@@ -217,8 +224,10 @@ class Engine:
 
             neutral = self.face_model.face_neutral if registration is None else registration.neutral
             solver = ARKitSolver(self.face_model, neutral)
-            extra = {"arkit_names": np.array(solver.names),
-                     "arkit_weights": solver.solve(np.tensordot(codes, template_basis, axes=1))}
+            # a block of frames at a time: a long take's (F, 9409, 3) displacements would not fit in memory
+            arkit = [solver.solve(np.tensordot(codes[first:first + 256], template_basis, axes=1))
+                     for first in range(0, len(codes), 256)]
+            extra = {"arkit_names": np.array(solver.names), "arkit_weights": np.concatenate(arkit)}
         if progress is not None:
             progress(1, 1, "retargeting", 0.0)
         return CaptureResult(frames=tracked["frames"], fps=tracked["fps"], face_found=found, codes=codes,

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from serep_engine.bake.basis import compress
-from serep_engine.capture.frontend import LiveFrontEnd, ahead
+from serep_engine.capture.frontend import LiveFrontEnd, ahead, front_end, parallel_front_end
 from serep_engine.capture.model import CaptureModel, CaptureModelConfig, CaptureNet
 from serep_engine.capture.pose import HeadPoseEstimator
 from serep_engine.capture.video import probe, read_frames
@@ -97,6 +97,23 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model):
     np.testing.assert_allclose(tracked["codes_raw"], np.array(codes), atol=1e-4)
     np.testing.assert_allclose(tracked["landmarks2d"], np.array(landmarks), atol=1e-2)
     np.testing.assert_allclose(tracked["head_pose"], np.array(poses), atol=1e-5)
+
+
+def test_parallel_front_end_keeps_every_frame_in_order():
+    """Chunks tracked by two processes: the same frames in the same order, the first chunk exactly the single
+    pass, later chunks on their own fresh track (close to the single pass's, not equal), crops at the size
+    asked for (the network's input: what the model would have resized them to)."""
+    needs_clips()
+    single = list(front_end(CLIP, 0, 100))
+    chunked = list(parallel_front_end(CLIP, 0, 100, workers=2, out_size=96, chunk=40, warmup=5))
+    assert [f.index for f in chunked] == list(range(100)) == [f.index for f in single]
+    assert [f.found for f in chunked] == [f.found for f in single]
+    for a, b in zip(single[:40], chunked[:40]):
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)
+        np.testing.assert_array_equal(a.transform, b.transform)
+    gaps = [np.abs(a.landmarks[:, :2] - b.landmarks[:, :2]).max() for a, b in zip(single, chunked)]
+    assert max(gaps) < 5.0  # pixels, on a 512 px clip
+    assert all(f.crop.shape == (96, 96, 3) for f in chunked)
 
 
 def test_engine_threads_limits_torch_and_blas_and_restores_them():
