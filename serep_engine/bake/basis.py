@@ -34,6 +34,10 @@ def compress(basis: np.ndarray, weights: np.ndarray, tolerance_cm: float = 0.005
     u, s, vt = np.linalg.svd(weights.astype(np.float64) @ (vectors * roots), full_matrices=False)
     components = (vt @ (vectors / roots).T) @ flat  # (K, 3V) orthonormal: displacements = (u * s) @ components
     limit = min(max_keys or len(s), len(s))
+    single = components.astype(np.float32).reshape(len(s), v, 3)
+    # |vertex's components from k on|, for every k at once: a suffix sum of the per-component squared norms
+    per_component = np.einsum("kvi,kvi->kv", single, single)
+    from_key = np.sqrt(np.cumsum(per_component[::-1], axis=0)[::-1])
 
     def error(keys: int, tolerance: float | None = None) -> float:
         """Largest per-vertex norm of the dropped components' sum over all frames. A frame's error at a vertex
@@ -42,15 +46,14 @@ def compress(basis: np.ndarray, weights: np.ndarray, tolerance_cm: float = 0.005
         worst so far) are never computed. With a tolerance the scan stops once it is exceeded."""
         if keys >= len(s):
             return 0.0
-        dropped = components[keys:].astype(np.float32).reshape(len(s) - keys, v, 3)
         tails = (u[:, keys:] * s[keys:]).astype(np.float32)
         frame_bound = np.linalg.norm(tails, axis=1) * HEADROOM
-        vertex_bound = np.minimum(np.sqrt(np.einsum("kvi,kvi->v", dropped, dropped)) * HEADROOM, 1.0)
+        vertex_bound = np.minimum(from_key[keys] * HEADROOM, 1.0)
         floor = 0.0 if tolerance is None else tolerance
         moving = np.flatnonzero(vertex_bound * frame_bound.max() > floor)
         if len(moving) == 0:
             return 0.0
-        dropped = dropped[:, moving].reshape(len(dropped), -1)
+        dropped = single[keys:, moving].reshape(len(s) - keys, -1)
         reach = vertex_bound[moving].max()
         order = np.argsort(-frame_bound)
         block = max(1, ERROR_BLOCK_VALUES // dropped.shape[1])
