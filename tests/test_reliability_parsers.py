@@ -5,6 +5,7 @@ nothing in them is ever unpickled or executed."""
 
 import io
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -19,7 +20,10 @@ from serep_engine.capture.video import VideoError, probe, read_frames
 from serep_engine.facemodel.ict import default_data_dir
 from serep_engine.job import Job, JobFileError
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# benchmarks/fuzz_parsers.py raises these for longer runs
+EXAMPLES = int(os.environ.get("SEREP_FUZZ_EXAMPLES", 150))
+VIDEO_EXAMPLES = int(os.environ.get("SEREP_FUZZ_VIDEO_EXAMPLES", 25))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CLIP = default_data_dir() / "real" / "videos" / "May_5s.mp4"
 
 # -- job files ------------------------------------------------------------------------------------------------
@@ -167,7 +171,7 @@ def clip_bytes():
     return CLIP.read_bytes()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=VIDEO_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(keep=st.integers(0, 400_000), flips=st.lists(st.tuples(st.integers(0, 10**7), st.integers(1, 255)),
                                                     max_size=20), head=st.binary(max_size=64))
 def test_fuzzed_clips_are_read_or_refused_with_a_video_error(tmp_path, clip_bytes, keep, flips, head):

@@ -10,6 +10,7 @@ import errno
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -240,15 +241,14 @@ def test_a_worker_killed_or_crashing_mid_run_is_reported_and_changes_nothing(cap
 def test_saving_the_blend_during_a_capture_saves_the_scene_as_it_was(capture_ready, addon, head, tmp_path):
     import bpy
 
-    before = scene_state(head)
+    before, name = scene_state(head), head.name
     start_capture(addon)
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
     drive_to_end(addon)
     assert "baked 1 clip(s)" in addon.capture.LAST["summary"], addon.capture.LAST
     assert any(name.startswith("SEREP_") for name in head.data.shape_keys.key_blocks.keys())
     bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "scene.blend"))
-    saved = bpy.data.objects[head.name] if head.name in bpy.data.objects else bpy.data.objects["SampleHead"]
-    assert_same(before, scene_state(saved))  # nothing of the capture was in the scene when it was saved
+    assert_same(before, scene_state(bpy.data.objects[name]))  # nothing of the capture was in the scene when it was saved
 
 
 def test_closing_the_file_during_a_capture_cancels_it(capture_ready, addon, head):
@@ -272,18 +272,19 @@ import numpy as np
 sys.path.insert(0, {repo!r})
 import serep_blender
 serep_blender.register()
-mesh = bpy.data.meshes.new("cube")
-mesh.from_pydata([(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)], [],
-                 [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
-obj = bpy.data.objects.new("cube", mesh)
-bpy.context.scene.collection.objects.link(obj)
+from serep_blender.sample import make_sample_head
+from serep_engine.facemodel.ict import ICTModel
+face_model = ICTModel.load()
+keep = np.isin(face_model.polygon_material, [0, 1])
+obj = make_sample_head(face_model.identity_neutral(face_model.identity_weights(4), face_only=False),
+                       face_model.polygons[keep])
 bpy.context.view_layer.objects.active = obj
 bpy.ops.serep.capture(filepath={clip!r}, wait=False)
 queue = serep_blender.capture.ACTIVE
 while queue.run is None or queue.run.state.stage != "tracking":
     assert queue.step(), serep_blender.capture.LAST
     time.sleep(0.05)
-print(queue.run.process.pid, flush=True)
+print("worker", queue.run.process.pid, flush=True)
 {ending}
 """
 
@@ -295,5 +296,5 @@ def test_blender_quitting_or_killed_with_a_worker_running_leaves_no_orphan(captu
     script = BLENDER_SCRIPT.format(repo=str(REPO), clip=str(CLIP), ending=ending)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "SEREP_CACHE": str(tmp_path / "cache")})
-    worker = int(run.stdout.split()[0])
+    worker = int(re.search(r"^worker (\d+)$", run.stdout, re.MULTILINE).group(1))
     assert gone_within(worker, 15), f"worker {worker} outlived Blender"

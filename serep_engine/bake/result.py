@@ -4,7 +4,8 @@ An `.npz` (never pickled) with
     frames (F,) int, fps (), face_found (F,) bool, codes (F, D), head_pose (F, 6),
     basis (K, V, 3) float32 displacements on the target mesh's vertices, weights (F, K),
 and optionally arkit_names (52,) str, arkit_weights (F, 52), landmarks2d (F, L, 2) image pixels, and
-codes_raw (F, D): the codes before temporal smoothing (NaN on frames without a face).
+codes_raw (F, D): the codes before temporal smoothing (frames without a face filled as the gaps option
+says).
 head_pose is a rotation vector (radians) and a translation (cm) in OpenCV's camera frame (x right, y down,
 z forward).
 Per frame, the displacement of the target is weights[f] @ basis. `load` validates everything it reads.

@@ -45,6 +45,8 @@ FALLOFF_CM = (0.3, 2.5)  # full motion within the first distance from the regist
 # A separate part whose median distance from the face exceeds this stays still (ICT's eyeball shells: 0.45-0.5)
 COMPONENT_STILL_CM = 0.3
 CONSISTENCY_CM = 0.3  # a vertex whose probe motion differs this much from its neighbours' is re-matched
+# 3.6M vertices peaked at 19 GB (422 s) on a 2-core machine: refuse beyond this rather than run out of memory
+MAX_VERTICES = 1_500_000
 OFFSET_DAMPING = 1e-3  # keeps template parts without matches (and the system) near the identity fit
 
 
@@ -162,6 +164,10 @@ def _check_mesh(vertices, triangles):
         raise ValueError("the target mesh has no faces (only loose vertices or edges): the engine needs a surface")
     if triangles.ndim != 2 or triangles.shape[1] != 3 or not np.issubdtype(triangles.dtype, np.integer):
         raise ValueError(f"the target mesh needs (T, 3) integer triangles, got {triangles.dtype} {triangles.shape}")
+    if len(vertices) > MAX_VERTICES:
+        raise ValueError(f"the target mesh has {len(vertices):,} vertices; fitting takes about 5 KB of memory per "
+                         f"vertex, so the limit is {MAX_VERTICES:,}: capture onto the mesh under its Subdivision "
+                         "modifier (shape keys act below it) or a decimated copy")
     if not np.isfinite(vertices).all():
         raise ValueError("the target mesh has NaN or infinite vertex positions")
     if triangles.min() < 0 or triangles.max() >= len(vertices):
