@@ -82,6 +82,7 @@ class Engine:
         self.capture_model = capture_model
         self.device = device
         self._live = None
+        self._model_digest: str | None = None  # of the expression model's weights, for the identity-basis cache
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", face_model=None) -> Engine:
@@ -93,6 +94,38 @@ class Engine:
         face_model = face_model or ICTModel.load()
         return cls(face_model, ExpressionModel.from_pretrained("cpu", face_model),
                    CaptureModel.from_pretrained(device), device)
+
+    def identity_basis(self, neutral: np.ndarray) -> np.ndarray:
+        """(D, 9409, 3) float32: the expression model decoded onto one identity (its neutral in template topology),
+        cached on disk per model and identity (under $SEREP_CACHE/identity-bases), so that every clip after the
+        first on one character skips the sparse factorisation and solve (0.4-1 s on a laptop CPU)."""
+        import hashlib
+
+        from serep_engine.facemodel.identities import cache_dir
+
+        if self._model_digest is None:
+            digest = hashlib.sha256()
+            for name, tensor in self.expression_model.state_dict().items():
+                digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
+            self._model_digest = digest.hexdigest()
+        neutral = np.ascontiguousarray(neutral)
+        key = hashlib.sha256(f"{self._model_digest}{neutral.dtype}{neutral.shape}".encode() + neutral.tobytes())
+        path = cache_dir() / "identity-bases" / f"{key.hexdigest()[:32]}.npy"
+        if path.exists():
+            try:
+                return np.load(path, allow_pickle=False)
+            except (OSError, ValueError):  # a damaged entry (a full disk, a killed process) is made again
+                pass
+        with torch.no_grad():
+            basis = self.expression_model.identity_basis(neutral).numpy().astype(np.float32)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(partial, basis)
+            os.replace(partial, path)
+        except OSError:  # no cache (read-only or full disk) only costs time
+            partial.unlink(missing_ok=True)
+        return basis
 
     # -- per frame (live use) --------------------------------------------------------------------------
     def capture_frame(self, rgb: np.ndarray) -> FrameCapture:
@@ -208,13 +241,13 @@ class Engine:
             progress(0, 1, "retargeting", 0.0)
         with torch.no_grad():
             if target is None:
-                template_basis = self.expression_model.identity_basis(self.face_model.face_neutral).numpy()
+                template_basis = self.identity_basis(self.face_model.face_neutral)
                 user_basis, registration = template_basis, None
             else:
                 from serep_engine.retarget import fit_target
 
                 registration = fit_target(self.face_model, target.vertices, target.triangles, target.landmarks)
-                template_basis = self.expression_model.identity_basis(registration.neutral).numpy()
+                template_basis = self.identity_basis(registration.neutral)
                 user_basis = registration.to_user(template_basis)
         tolerance = options.tolerance_cm * (1.0 if registration is None else registration.scale_to_user)
         basis, weights, _ = compress(user_basis, codes, tolerance, options.max_keys)

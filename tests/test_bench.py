@@ -195,3 +195,21 @@ def test_blender_bake_benchmark_runs_in_real_blender():
 
     seconds = blender_bake(frames=20, vertices=400, keys=4, repeat=1)
     assert seconds is not None and seconds > 0
+
+
+def test_identity_basis_is_cached_per_identity_and_model(face_model, tmp_path, monkeypatch):
+    """The decoded basis comes back identical from the disk cache; another identity gets its own entry."""
+    from serep_engine.expression.model import ExpressionModel
+
+    monkeypatch.setenv("SEREP_CACHE", str(tmp_path))
+    expression = ExpressionModel.from_pretrained("cpu", face_model)
+    engine = Engine(face_model, expression, untrained_capture_model(), torch.device("cpu"))
+    first = engine.identity_basis(face_model.face_neutral)
+    with torch.no_grad():
+        np.testing.assert_array_equal(first, expression.identity_basis(face_model.face_neutral).numpy())
+    (entry,) = (tmp_path / "identity-bases").glob("*.npy")
+    again = Engine(face_model, expression, engine.capture_model, engine.device).identity_basis(face_model.face_neutral)
+    np.testing.assert_array_equal(again, first)
+    wider = face_model.face_neutral * np.array([1.1, 1.0, 1.0], np.float32)
+    assert not np.array_equal(engine.identity_basis(wider), first)
+    assert len(list((tmp_path / "identity-bases").glob("*.npy"))) == 2 and entry.exists()

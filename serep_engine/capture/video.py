@@ -3,6 +3,7 @@ an optional frame range, and errors an artist can read."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,8 +42,16 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise VideoError(f"clip not found: {path}")
     if path.is_dir():
         raise VideoError(f"expected a video file, got a folder: {path}")
-    if path.stat().st_size == 0:
+    stat = path.stat()
+    if stat.st_size == 0:
         raise VideoError(f"the clip is an empty file (0 bytes): {path.name}")
+    return _probe_file(path.absolute(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _probe_file(path: Path, size: int, mtime_ns: int) -> VideoInfo:
+    """Opening a clip and decoding its first frame costs 5-250 ms; a capture asks several times (the engine,
+    the front end, the reader), so the answer is kept per file version (size and modification time)."""
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
