@@ -89,7 +89,13 @@ def cmd_capture(args) -> dict:
     if args.preview:
         from serep_engine.capture.preview import write_preview
 
-        write_preview(args.video, result, args.preview, engine.face_model, engine.expression_model)
+        registration = None
+        if target is not None:
+            from serep_engine.retarget import fit_target
+
+            registration = fit_target(engine.face_model, target.vertices, target.triangles, target.landmarks)
+        write_preview(args.video, result, args.preview, engine.face_model, engine.expression_model, target,
+                      registration)
         summary["preview"] = str(args.preview)
     return summary
 

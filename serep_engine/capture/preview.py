@@ -1,6 +1,7 @@
 """`serep capture --preview`: a side-by-side video to judge a capture by eye. Left, the input frame with the
 capture model's 68 landmarks (green; red frame border where no face was found); right, the captured
-expression decoded onto the template head and rendered."""
+expression decoded onto the template head and rendered; with a target, a third panel shows the target mesh
+moved by the result's shape-key basis, turned to face the camera."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
 
 
 def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path: str | os.PathLike,
-                  face_model: ICTModel, expression_model) -> Path:
+                  face_model: ICTModel, expression_model, target=None, registration=None) -> Path:
+    """`target` (a TargetMesh whose vertices the result's basis moves) and its `registration` (for the view)."""
     from serep_engine.synth.render import Appearance, Camera, HeadRenderer
 
     out_path = Path(out_path)
@@ -34,6 +36,12 @@ def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path
     with torch.no_grad():
         basis = expression_model.identity_basis(face_model.face_neutral).numpy()
     head = face_model.neutral.copy()
+    target_view = None
+    if target is not None:
+        from serep_engine.retarget.render import MeshRenderer
+
+        target_view = MeshRenderer(target.vertices, target.triangles, PANEL)
+        target_rotation = registration.similarity.rotation
     position = {int(f): i for i, f in enumerate(result.frames)}
     writer = None
     tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.tmp{out_path.suffix or '.mp4'}")
@@ -53,7 +61,11 @@ def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path
             mesh = head.copy()
             mesh[:FACE_VERTEX_COUNT] += np.tensordot(result.codes[i], basis, axes=1)
             right, _ = renderer.render(mesh, camera, appearance)
-            frame = np.hstack([left, right])
+            panels = [left, right]
+            if target_view is not None:
+                target_view.set_vertices(target.vertices + np.tensordot(result.weights[i], result.basis, axes=1))
+                panels.append(target_view.render(target_rotation))
+            frame = np.hstack(panels)
             if writer is None:
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), result.fps,
                                          (frame.shape[1], frame.shape[0]))

@@ -190,7 +190,7 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
             return config.lr * (step + 1) / warmup
         return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(config.steps - warmup, 1)))
 
-    running = {}
+    running, counted = {}, 0
     for step in range(start_step, config.steps):
         net.train()
         for group in optimiser.param_groups:
@@ -223,10 +223,11 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
         optimiser.step()
         for name, value in (("code_mm", code_loss.sqrt() * 10), ("landmarks", lmk_loss), ("domain", domain_loss)):
             running[name] = running.get(name, 0.0) + float(value.detach())
+        counted += 1
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            entry = {"step": step + 1, **{k: round(v / config.log_every, 5) for k, v in running.items()},
+            entry = {"step": step + 1, **{k: round(v / counted, 5) for k, v in running.items()},
                      "lr": round(learning_rate(step), 6), "seconds": round(time.perf_counter() - started, 1)}
-            running = {}
+            running, counted = {}, 0
             history.append(entry)
             log(json.dumps({"type": "train", **entry}))
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
