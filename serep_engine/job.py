@@ -117,7 +117,12 @@ class Job:
 def _path(value, name: str, base: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise JobFileError(f"'{name}' must be a non-empty path string")
-    path = Path(value).expanduser()
+    if "\0" in value:
+        raise JobFileError(f"'{name}' holds a NUL character")
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # "~someone" with no such user (found by benchmarks/fuzz_parsers.py)
+        raise JobFileError(f"'{name}' names the home folder of an unknown user: {value}") from None
     return path if path.is_absolute() else base / path
 
 
