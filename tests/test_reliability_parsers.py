@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from serep_engine.bake.result import CaptureResult, ResultFileError
@@ -55,6 +55,7 @@ def job_folder(tmp_path):
 
 @FUZZ
 @given(data=job_fields)
+@example(data={"version": 1, "clip": "~nobody_here/take.mp4", "output": "r.npz"})  # found by the long run
 def test_fuzzed_job_fields_are_accepted_valid_or_refused_with_a_job_error(job_folder, data):
     try:
         job = Job.from_dict(data, base=job_folder)
