@@ -213,7 +213,7 @@ def blender_bake(frames: int = 1000, vertices: int = 20000, keys: int = 64, repe
 
 def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: Path | None = None,
               repeats: int = 3, max_frames: int | None = None, weights: Path | None = None,
-              bake: bool = True, track_workers: int = 1, log=None) -> dict:
+              bake: bool = True, track_workers: int | None = None, log=None) -> dict:
     from serep_engine.capture.model import CaptureModel
     from serep_engine.device import pick_device
     from serep_engine.engine import CaptureOptions, Engine, engine_threads
@@ -232,6 +232,8 @@ def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: P
                         CaptureModel.load(weights, device=chosen), chosen)
     load_s = time.perf_counter() - started
     target = bench_target(engine.face_model)
+    if track_workers is None:  # on a GPU machine the CPU cores track chunks in parallel; a laptop uses threads
+        track_workers = 1 if engine.device.type == "cpu" else max(1, (os.cpu_count() or 1) // 2)
     options = CaptureOptions(track_workers=track_workers)
     log(f"bench: target mesh {len(target.vertices)} vertices; stages on {clips['720p'].name}")
     stages, per_clip = stage_times(engine, clips["720p"], target, options, max_frames)

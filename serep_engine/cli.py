@@ -356,8 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=None, help="only the first N frames of each clip")
     bench.add_argument("--weights", type=Path, default=None, help="capture model folder (default: the shipped one)")
     bench.add_argument("--no-bake", action="store_true", help="skip the Blender (bpy) bake benchmark")
-    bench.add_argument("--track-workers", type=int, default=1,
-                       help="processes decoding and tracking chunks in parallel (1: the threaded pipeline)")
+    bench.add_argument("--track-workers", type=int, default=None,
+                       help="processes decoding and tracking chunks in parallel (default: 1, the threaded "
+                            "pipeline, on the CPU; half the cores with CUDA)")
     bench.set_defaults(func=cmd_bench)
 
     batch = commands.add_parser("batch", help="bake many clips on local processes or a Dask cluster (docs/distributed.md)")
