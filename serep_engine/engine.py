@@ -218,6 +218,7 @@ class Engine:
                                  len(frames) / max(time.perf_counter() - started, 1e-6))
                 flush(keep=0)
             finally:
+                stream.close()  # now, not when garbage is collected: the decode thread or tracking processes stop
                 for job in in_flight:
                     job.cancel()
         if not frames:

@@ -99,6 +99,20 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model):
     np.testing.assert_allclose(tracked["head_pose"], np.array(poses), atol=1e-5)
 
 
+def test_a_cancelled_track_leaves_no_thread_behind(face_model):
+    needs_clips()
+    from serep_engine.engine import Cancelled
+    from serep_engine.expression.model import ExpressionModel
+
+    engine = Engine(face_model, ExpressionModel.from_pretrained("cpu", face_model), untrained_capture_model(),
+                    torch.device("cpu"))
+    asked = []
+    with pytest.raises(Cancelled):
+        engine.track(CLIP, options=CaptureOptions(batch_size=4), should_stop=lambda: asked.append(1) or len(asked) > 20)
+    assert len(asked) == 21
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("serep-decode", "serep-model"))]
+
+
 def test_parallel_front_end_keeps_every_frame_in_order():
     """Chunks tracked by two processes: the same frames in the same order, the first chunk exactly the single
     pass, later chunks on their own fresh track (close to the single pass's, not equal), crops at the size
