@@ -39,8 +39,8 @@ def make_sample_head(vertices: np.ndarray, polygons: np.ndarray, name: str = "Sa
     old, obj.data = obj.data, new_mesh
     bpy.data.meshes.remove(old)
     new_mesh.name = name
-    # cm, y up, +z front -> m, z up, -y front
-    new_mesh.transform(np.array([[0.01, 0, 0, 0], [0, 0, -0.01, 0], [0, 0.01, 0, 0], [0, 0, 0, 1]]).tolist())
+    # cm, y up, +z front -> m, z up, -y front (a Matrix: a plain nested list would be read column by column)
+    new_mesh.transform(Matrix(((0.01, 0, 0, 0), (0, 0, -0.01, 0), (0, 0.01, 0, 0), (0, 0, 0, 1))))
     for polygon in new_mesh.polygons:
         polygon.use_smooth = True
     return obj
