@@ -7,7 +7,15 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
-from serep_engine.synth.render import FRAGMENT_SHADER, HEAD_CENTRE, VERTEX_SHADER, Appearance, Camera
+from serep_engine.synth.render import (
+    FRAGMENT_SHADER,
+    HEAD_CENTRE,
+    VERTEX_SHADER,
+    Appearance,
+    Camera,
+    linear_depth,
+    set_uniforms,
+)
 
 RENDER_RADIUS_CM = 14.0  # the mesh's bounding sphere is scaled to this radius for rendering
 GREY = (0.5, 0.5, 0.5)
@@ -63,17 +71,7 @@ class MeshRenderer:
         self.normal_buffer.write((self.normals @ rotation.T).astype(np.float32).tobytes())
         albedo = np.zeros((12, 3), np.float32)
         albedo[0] = appearance.skin
-        light = np.asarray(appearance.light_direction, np.float32)
-        uniforms = {
-            "model_view": self.camera.model_view(), "projection": self.camera.projection(), "albedo": albedo,
-            "sh": np.asarray(appearance.sh, np.float32), "light_direction": light / np.linalg.norm(light),
-            "light_colour": np.asarray(appearance.light_colour, np.float32),
-            "specular": appearance.specular, "shininess": appearance.shininess,
-        }
-        for name, value in uniforms.items():
-            if name in self.program:
-                value = np.asarray(value, np.float32)
-                self.program[name].write((value.T if value.shape == (4, 4) else value).astype(np.float32).tobytes())
+        set_uniforms(self.program, self.camera, albedo, appearance)
         self.fbo.use()
         self.fbo.clear(*GREY, 1.0, depth=1.0)
         self.ctx.enable(self.ctx.DEPTH_TEST)
@@ -83,12 +81,7 @@ class MeshRenderer:
 
     def depth(self) -> np.ndarray:
         """Camera-space depth (S, S) of the last render (inf where nothing was drawn)."""
-        raw = np.frombuffer(self.fbo.read(components=1, attachment=-1, dtype="f4"), np.float32)
-        raw = raw.reshape(self.size, self.size)[::-1]
-        near, far = 1.0, 1000.0
-        depth = 2.0 * near * far / (far + near - (raw * 2.0 - 1.0) * (far - near))
-        depth[raw >= 1.0] = np.inf
-        return depth
+        return linear_depth(self.fbo, self.size)
 
     def lift(self, pixels: np.ndarray, rotation: np.ndarray) -> np.ndarray:
         """User-frame surface points (N, 3) under pixels (N, 2) of the last render (NaN off the mesh)."""

@@ -180,6 +180,30 @@ def _eye_shading(face_model: ICTModel, vertex_slot: np.ndarray) -> np.ndarray:
     return cornea
 
 
+def set_uniforms(program, camera: Camera, albedo: np.ndarray, appearance: Appearance) -> None:
+    """The shading uniforms every renderer of the project sets (camera, albedo per slot, light)."""
+    light = np.asarray(appearance.light_direction, np.float32)
+    uniforms = {
+        "model_view": camera.model_view(), "projection": camera.projection(), "albedo": albedo,
+        "sh": np.asarray(appearance.sh, np.float32), "light_direction": light / np.linalg.norm(light),
+        "light_colour": np.asarray(appearance.light_colour, np.float32),
+        "specular": appearance.specular, "shininess": appearance.shininess,
+    }
+    for name, value in uniforms.items():
+        if name in program:
+            value = np.asarray(value, np.float32)
+            program[name].write((value.T if value.shape == (4, 4) else value).astype(np.float32).tobytes())
+
+
+def linear_depth(fbo, size: int) -> np.ndarray:
+    """Camera-space depth (S, S) of the last render into `fbo` (inf where nothing was drawn)."""
+    raw = np.frombuffer(fbo.read(components=1, attachment=-1, dtype="f4"), np.float32).reshape(size, size)[::-1]
+    near, far = 1.0, 1000.0
+    depth = 2.0 * near * far / (far + near - (raw * 2.0 - 1.0) * (far - near))
+    depth[raw >= 1.0] = np.inf
+    return depth
+
+
 class HeadRenderer:
     """Renders ICT head meshes (the full 26719-vertex topology) into RGB images with a coverage mask."""
 
@@ -241,17 +265,7 @@ class HeadRenderer:
         albedo[list(MATERIAL_COLOURS).index("M_IrisLeft")] = appearance.iris
         albedo[list(MATERIAL_COLOURS).index("M_IrisRight")] = appearance.iris
         albedo[PUPIL_SLOT] = (0.02, 0.02, 0.02)
-        light = np.asarray(appearance.light_direction, np.float32)
-        uniforms = {
-            "model_view": camera.model_view(), "projection": camera.projection(), "albedo": albedo,
-            "sh": np.asarray(appearance.sh, np.float32), "light_direction": light / np.linalg.norm(light),
-            "light_colour": np.asarray(appearance.light_colour, np.float32),
-            "specular": appearance.specular, "shininess": appearance.shininess,
-        }
-        for name, value in uniforms.items():
-            if name in self.program:
-                value = np.asarray(value, np.float32)
-                self.program[name].write((value.T if value.shape == (4, 4) else value).astype(np.float32).tobytes())
+        set_uniforms(self.program, camera, albedo, appearance)
         self.fbo.use()
         self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         self.ctx.enable(self.ctx.DEPTH_TEST)
@@ -261,9 +275,4 @@ class HeadRenderer:
 
     def depth(self) -> np.ndarray:
         """Camera-space depth (S, S) of the last render (inf where nothing was drawn)."""
-        raw = np.frombuffer(self.fbo.read(components=1, attachment=-1, dtype="f4"), np.float32).reshape(self.size, self.size)[::-1]
-        near, far = 1.0, 1000.0
-        ndc = raw * 2.0 - 1.0
-        depth = 2.0 * near * far / (far + near - ndc * (far - near))
-        depth[raw >= 1.0] = np.inf
-        return depth
+        return linear_depth(self.fbo, self.size)
