@@ -49,12 +49,18 @@ def _template_transfer_setup(model: ICTModel) -> tuple[np.ndarray, np.ndarray]:
 def identity_shapes(model: ICTModel, weights: np.ndarray) -> np.ndarray:
     """(53, V, 3) expression displacements of the identity on the face template (cached)."""
     key = hashlib.sha1(np.ascontiguousarray(weights, np.float32).tobytes() + TRANSFER_VERSION.encode()).hexdigest()
-    path = cache_dir() / "identity_shapes" / f"{key[:20]}.npy"
+    return transferred_shapes(model, model.identity_neutral(weights), key[:20])
+
+
+def transferred_shapes(model: ICTModel, neutral: np.ndarray, cache_key: str) -> np.ndarray:
+    """(53, V, 3) ICT's expression shapes carried onto `neutral` (template topology) by deformation transfer,
+    cached as `identity_shapes/<cache_key>.npy`."""
+    path = cache_dir() / "identity_shapes" / f"{cache_key}.npy"
     if path.exists():
         return np.load(path, allow_pickle=False)
     triangles, anchors = _template_transfer_setup(model)
     source = model.face_neutral
-    transfer = DeformationTransfer(model.identity_neutral(weights), triangles, anchors)
+    transfer = DeformationTransfer(neutral, triangles, anchors)
     shapes = transfer.transfer_many(source, source[None] + model.face_expression_basis)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")

@@ -9,15 +9,13 @@ and has no tongue, so tongueOut is reported absent and always solved as 0.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 
 import numpy as np
 from scipy.optimize import lsq_linear
 
-from serep_engine.facemodel.deformation_transfer import DeformationTransfer, outer_boundary
 from serep_engine.facemodel.ict import ICTModel
-from serep_engine.facemodel.identities import TRANSFER_VERSION, cache_dir
+from serep_engine.facemodel.identities import TRANSFER_VERSION, transferred_shapes
 
 # Apple's order (ARFaceAnchor.BlendShapeLocation grouped by eye, jaw and mouth, brows, cheeks, nose, tongue).
 ARKIT_NAMES = (
@@ -76,19 +74,7 @@ def neutral_shapes(face_model: ICTModel, neutral: np.ndarray) -> np.ndarray:
     transfer (the same transfer as `identities.identity_shapes`, keyed by the neutral itself); cached."""
     neutral = np.ascontiguousarray(neutral, np.float32)
     key = hashlib.sha1(neutral.tobytes() + TRANSFER_VERSION.encode()).hexdigest()
-    path = cache_dir() / "identity_shapes" / f"neutral-{key[:20]}.npy"
-    if path.exists():
-        return np.load(path, allow_pickle=False)
-    triangles = face_model.face_triangles
-    anchors = outer_boundary(triangles, len(neutral))
-    source = face_model.face_neutral
-    transfer = DeformationTransfer(neutral, triangles, anchors)
-    shapes = transfer.transfer_many(source, source[None] + face_model.face_expression_basis)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, shapes)
-    os.replace(tmp, path)
-    return shapes
+    return transferred_shapes(face_model, neutral, f"neutral-{key[:20]}")
 
 
 class ARKitSolver:
