@@ -51,3 +51,32 @@ def blender_extension(tmp_path_factory, repo_root):
     (zip_path,) = build.extension(["linux-x64"], tmp_path_factory.mktemp("dist"))
     bpy.ops.extensions.package_install_files(repo="user_default", filepath=str(zip_path), enable_on_install=True)
     return sys.modules["bl_ext.user_default.serep"]
+
+
+@pytest.fixture
+def addon(blender_extension):
+    """The installed add-on in an empty scene."""
+    import bpy
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert hasattr(bpy.types, "SEREP_PT_main"), "reading the home file must keep the extension enabled"
+    return blender_extension
+
+
+@pytest.fixture
+def sample_head(addon, face_model):
+    """Makes the active object a head of its own topology (decimated, in metres, Z up) from an ICT identity."""
+    import importlib
+
+    import bpy
+    import numpy as np
+
+    def make(identity: int):
+        keep = np.isin(face_model.polygon_material, [0, 1, 4, 5, 6, 7])  # skin, back of the head, eyes
+        vertices = face_model.identity_neutral(face_model.identity_weights(identity), face_only=False)
+        sample = importlib.import_module(f"{addon.__name__}.sample")
+        obj = sample.make_sample_head(vertices, face_model.polygons[keep])
+        bpy.context.view_layer.objects.active = obj
+        return obj
+
+    return make

@@ -1,8 +1,7 @@
 """The add-on installed from its extension zip into real Blender (the bpy module): registration, baking a
 result file in every mode, and the background capture's error and cancel paths. End-to-end captures of real
-clips (which need the capture model's weights) are in test_blender_capture.py."""
+clips (which need the capture model's weights) are at the end."""
 
-import importlib
 import time
 from pathlib import Path
 
@@ -13,24 +12,9 @@ ARKIT_KEYS = ["jawOpen", "eyeBlinkLeft", "mouthSmileLeft"]
 
 
 @pytest.fixture
-def addon(blender_extension):
-    import bpy
-
-    bpy.ops.wm.read_homefile(use_empty=True)
-    assert hasattr(bpy.types, "SEREP_PT_main"), "reading the home file must keep the extension enabled"
-    return blender_extension
-
-
-@pytest.fixture
-def head(addon, face_model):
+def head(sample_head):
     """A head of its own topology (decimated, in metres, Z up) with the user's own shape keys."""
-    import bpy
-
-    keep = np.isin(face_model.polygon_material, [0, 1, 4, 5, 6, 7])  # skin, back of the head, eyes
-    vertices = face_model.identity_neutral(face_model.identity_weights(7), face_only=False)
-    sample = importlib.import_module(f"{addon.__name__}.sample")
-    obj = sample.make_sample_head(vertices, face_model.polygons[keep])
-    bpy.context.view_layer.objects.active = obj
+    obj = sample_head(7)
     obj.shape_key_add(name="Basis", from_mix=False)
     for index, name in enumerate(["mine", *ARKIT_KEYS]):
         block = obj.shape_key_add(name=name, from_mix=False)

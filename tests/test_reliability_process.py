@@ -7,7 +7,6 @@ weights and skip until `serep_engine/weights/capture_model.safetensors` exists. 
 its out-of-memory error is raised by a stand-in for the model run (said in that test)."""
 
 import errno
-import importlib
 import json
 import os
 import re
@@ -167,23 +166,9 @@ def test_a_worker_whose_parent_is_killed_does_not_stay_behind(capture_ready, tmp
 
 # -- in Blender ---------------------------------------------------------------------------------------------
 @pytest.fixture
-def addon(blender_extension):
-    import bpy
-
-    bpy.ops.wm.read_homefile(use_empty=True)
-    return blender_extension
-
-
-@pytest.fixture
-def head(addon, face_model):
+def head(sample_head):
     """A head of its own topology with one shape key of the user's."""
-    import bpy
-
-    keep = np.isin(face_model.polygon_material, [0, 1, 4, 5, 6, 7])
-    sample = importlib.import_module(f"{addon.__name__}.sample")
-    obj = sample.make_sample_head(face_model.identity_neutral(face_model.identity_weights(3), face_only=False),
-                                  face_model.polygons[keep])
-    bpy.context.view_layer.objects.active = obj
+    obj = sample_head(3)
     obj.shape_key_add(name="Basis", from_mix=False)
     obj.shape_key_add(name="mine", from_mix=False).value = 0.25
     return obj

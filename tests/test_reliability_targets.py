@@ -6,7 +6,6 @@ never changed on the way.
 The add-on cases run in real Blender (the bpy module) with the extension installed from its zip; the engine
 cases fit real meshes (moderngl renders and mediapipe find the face)."""
 
-import importlib
 import json
 import time
 from pathlib import Path
@@ -91,23 +90,8 @@ def test_non_manifold_and_unwelded_heads_fit_and_move_as_one_surface(face_model)
 
 # -- the add-on -----------------------------------------------------------------------------------------------
 @pytest.fixture
-def addon(blender_extension):
-    import bpy
-
-    bpy.ops.wm.read_homefile(use_empty=True)
-    return blender_extension
-
-
-@pytest.fixture
-def head(addon, face_model):
-    import bpy
-
-    keep = np.isin(face_model.polygon_material, [0, 1, 4, 5, 6, 7])
-    sample = importlib.import_module(f"{addon.__name__}.sample")
-    obj = sample.make_sample_head(face_model.identity_neutral(face_model.identity_weights(3), face_only=False),
-                                  face_model.polygons[keep])
-    bpy.context.view_layer.objects.active = obj
-    return obj
+def head(sample_head):
+    return sample_head(3)
 
 
 def refused(addon, target: str, message: str) -> None:
