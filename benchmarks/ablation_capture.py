@@ -1,5 +1,9 @@
-"""Capture-model ablation: with vs without domain adaptation, image-only vs image + landmark inputs (and
-landmarks only), each trained with the same short schedule and seed, then measured on
+"""Capture-model ablation, each variant trained with the same short schedule and seed:
+- inputs and domain adaptation (on the first architecture: whole 96 px crop, averaged CNN features, plain
+  code loss): with vs without domain adaptation, image-only vs image + landmark inputs, landmarks only;
+- the architecture, step by step: flattened (spatial) CNN features, mouth and eyes patches at twice the
+  resolution, the region-balanced code loss (all three = the shipped design);
+then measured on
 - held-out synthetic shards (decoded-mesh RMS error, mm),
 - real photos: AFW landmark NME (never trained on),
 - SynthREX (MultiREX protocol on held-out synthetic subjects; a subset of subjects/frames for speed).
@@ -17,11 +21,15 @@ import json
 import sys
 from pathlib import Path
 
+FIRST = {"spatial_features": False, "region_patches": False, "balanced_code_loss": False}
 VARIANTS = {
-    "image+landmarks, DA": {"use_image": True, "use_landmarks": True, "domain_weight": 0.1},
-    "image+landmarks, no DA": {"use_image": True, "use_landmarks": True, "domain_weight": 0.0},
-    "image only, DA": {"use_image": True, "use_landmarks": False, "domain_weight": 0.1},
-    "landmarks only, DA": {"use_image": False, "use_landmarks": True, "domain_weight": 0.1},
+    "image+landmarks, DA": {**FIRST, "use_image": True, "use_landmarks": True, "domain_weight": 0.1},
+    "image+landmarks, no DA": {**FIRST, "use_image": True, "use_landmarks": True, "domain_weight": 0.0},
+    "image only, DA": {**FIRST, "use_image": True, "use_landmarks": False, "domain_weight": 0.1},
+    "landmarks only, DA": {**FIRST, "use_image": False, "use_landmarks": True, "domain_weight": 0.1},
+    "+ spatial features": {**FIRST, "spatial_features": True},
+    "+ region patches": {**FIRST, "spatial_features": True, "region_patches": True},
+    "+ balanced code loss": {},  # the defaults: the shipped design
 }
 
 

@@ -171,7 +171,7 @@ def model_throughput(capture_model, batch: int, seconds: float = 3.0) -> float:
     channels-last on CUDA), after a warm-up."""
     config, device = capture_model.config, capture_model.device
     net = capture_model.net
-    images = torch.rand(batch, 3, config.input_size, config.input_size, device=device)
+    images = torch.rand(batch, 3, config.source_size, config.source_size, device=device)
     points = torch.rand(batch, 478, 2, device=device) * 2 - 1
     cuda = device.type == "cuda"
     if cuda:

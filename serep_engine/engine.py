@@ -192,7 +192,7 @@ class Engine:
 
         if options.track_workers > 1:  # crops come at the network's input size (the same pixels predict makes)
             stream = parallel_front_end(video_path, start, end, options.track_workers, self.capture_model.crop_size,
-                                        self.capture_model.config.input_size)
+                                        self.capture_model.config.source_size)
         else:
             stream = front_end(video_path, start, end, crop_size=self.capture_model.crop_size)
         with engine_threads(), ThreadPoolExecutor(1, thread_name_prefix="serep-model") as model:

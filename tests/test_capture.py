@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from serep_engine.bake.result import CaptureResult
-from serep_engine.capture.model import CaptureModelConfig, CaptureNet, GradientReversal
+from serep_engine.capture.model import PATCHES, CaptureModelConfig, CaptureNet, GradientReversal, cut_patch
 from serep_engine.facemodel.ict import default_data_dir
 
 CLIP = default_data_dir() / "real" / "videos" / "liveportrait_d0.mp4"
@@ -31,13 +31,58 @@ def test_gradient_reversal_flips_and_scales_the_gradient():
 
 
 def test_landmark_input_may_be_missing():
-    net = CaptureNet(CaptureModelConfig(input_size=64)).eval()
-    images = torch.rand(2, 3, 64, 64)
+    config = CaptureModelConfig(input_size=64)
+    net = CaptureNet(config).eval()
+    images = torch.rand(2, 3, config.source_size, config.source_size)
     points = torch.rand(2, 478, 2)
     points[1] = float("nan")
     code, landmarks, _ = net(images, points)
     assert code.shape == (2, 64) and landmarks.shape == (2, 68, 2)
     assert torch.isfinite(code).all() and torch.isfinite(landmarks).all()
+
+
+def test_region_patches_follow_the_landmarks_or_fall_back_to_the_average_place():
+    images = torch.zeros(2, 3, 128, 128)
+    images[:, :, 16:32, 96:112] = 1.0  # a bright square centred at crop units (0.625, -0.625)
+    landmarks = torch.full((2, 478, 2), float("nan"))
+    landmarks[0] = torch.tensor([0.625, -0.625])
+    patches = cut_patch(images, landmarks, PATCHES["mouth"])
+    height, width = PATCHES["mouth"]["pixels"][::-1]
+    assert patches.shape == (2, 3, height, width)
+    assert patches[0, :, height // 2, width // 2].min() == 1.0  # centred on the landmarks' mean
+    assert patches[1].max() == 0.0  # no landmarks: the average mouth place, far from the square
+
+
+def test_balanced_code_loss_makes_a_blink_count(face_model):
+    from serep_engine.capture.train import balanced_gram, region_gram
+    from serep_engine.expression.model import ExpressionModel
+    from serep_engine.facemodel.expressions import INDEX
+    from serep_engine.synth.dataset import SynthGenerator
+
+    expression_model = ExpressionModel.from_pretrained("cpu", face_model)
+    generator = SynthGenerator(face_model, expression_model)
+    weights = np.eye(53, dtype=np.float32)
+    codes = torch.from_numpy(generator.code_of_weights(weights))
+    blink, jaw = codes[INDEX["eyeBlink_L"]], codes[INDEX["jawOpen"]]
+
+    def blink_per_jaw(gram):
+        return float(blink @ gram @ blink / (jaw @ gram @ jaw))
+
+    assert blink_per_jaw(region_gram(expression_model, face_model)) < 0.01  # plain: a blink barely counts
+    assert blink_per_jaw(balanced_gram(expression_model, face_model, codes.numpy())) > 0.05  # ~0.07
+
+
+def test_warm_start_copies_the_tensors_that_fit(tmp_path):
+    from serep_engine.capture.model import CaptureModel
+    from serep_engine.capture.train import warm_start
+
+    earlier = CaptureNet(CaptureModelConfig(input_size=64, region_patches=False))
+    CaptureModel(earlier, torch.device("cpu")).save(tmp_path)
+    later = CaptureNet(CaptureModelConfig(input_size=64))
+    copied = warm_start(later, str(tmp_path))
+    assert copied > 0
+    assert torch.allclose(later.image_encoder[0].weight, earlier.image_encoder[0].weight.half().float())
+    assert later.fuse[0].weight.shape != earlier.fuse[0].weight.shape  # left as initialised
 
 
 def test_tiny_training_run_lowers_its_losses(face_model, tmp_path):

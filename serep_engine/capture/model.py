@@ -1,8 +1,10 @@
 """The capture model: E_img with its heads.
 
-Inputs per frame: the face crop (the shared similarity crop, resized to `input_size`) and, optionally,
-mediapipe's 478 landmarks in crop coordinates (with a flag saying whether they are there). A small
-residual CNN reads the crop, an MLP reads the landmarks; the fused feature feeds
+Inputs per frame: the face crop (the shared similarity crop) and, optionally, mediapipe's 478 landmarks in
+crop coordinates (with a flag saying whether they are there). Small residual CNNs read the whole crop at
+`input_size` and, with `region_patches`, two patches cut at twice that resolution around the mouth and
+the eyes and brows (placed by the landmarks; at their average place when there are none): in the whole
+crop a mouth is only ~16 px wide. An MLP reads the landmarks; the fused feature feeds
 - H_exp: the SEREP code z (D = the expression model's code size),
 - H_lmks: the 68 iBUG landmarks in crop coordinates,
 - C_d: a domain classifier (synthetic vs real) behind a gradient-reversal layer, used only in training.
@@ -18,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -25,6 +28,13 @@ from serep_engine.device import pick_device
 
 WEIGHTS_NAME = "capture_model"
 N_MEDIAPIPE = 478
+# Region patches in crop units ([-1, 1] across the crop): mediapipe landmarks that place them, their
+# average centre over the synthetic set (used when landmarks are missing), half-sizes (x, y), pixel sides.
+PATCHES = {
+    "mouth": {"landmarks": (61, 291, 0, 17, 13, 14), "centre": (0.0, 0.42), "half": (0.32, 0.32), "pixels": (64, 64)},
+    "eyes": {"landmarks": (33, 133, 362, 263, 70, 105, 336, 334), "centre": (0.0, -0.24), "half": (0.5, 0.25),
+             "pixels": (96, 48)},
+}
 
 
 @dataclass
@@ -36,6 +46,13 @@ class CaptureModelConfig:
     feature_dim: int = 256
     use_image: bool = True
     use_landmarks: bool = True
+    spatial_features: bool = True  # flatten the CNN's last feature map (keeps left/right) instead of averaging it
+    region_patches: bool = True  # mouth and eyes patches at twice the whole crop's resolution
+
+    @property
+    def source_size(self) -> int:
+        """The side crops are resized to before the network: patches need twice the whole view's pixels."""
+        return 2 * self.input_size if self.region_patches else self.input_size
 
 
 class GradientReversal(torch.autograd.Function):
@@ -65,19 +82,47 @@ class _Residual(nn.Module):
         return torch.relu(self.body(x) + self.skip(x))
 
 
+def _image_encoder(widths: tuple[int, ...], pixels: tuple[int, int], spatial: bool) -> tuple[nn.Module, int]:
+    """A residual CNN (stride 2 stem, then a stride-2 stage per width) and its output width."""
+    layers = [nn.Conv2d(3, widths[0], 5, 2, 2, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+    cin = widths[0]
+    for cout in widths:
+        layers += [_Residual(cin, cout, 2), _Residual(cout, cout, 1)]
+        cin = cout
+    if not spatial:
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), cin
+    shrink = 2 ** (len(widths) + 1)
+    return nn.Sequential(*layers, nn.Flatten()), cin * -(-pixels[0] // shrink) * -(-pixels[1] // shrink)
+
+
+def cut_patch(images: torch.Tensor, landmarks: torch.Tensor, patch: dict) -> torch.Tensor:
+    """(B, 3, H, W) crops -> (B, 3, h, w) patches around the patch's landmarks (its average centre where
+    landmarks are missing)."""
+    default = torch.tensor(patch["centre"], dtype=images.dtype, device=images.device)
+    centre = landmarks[:, list(patch["landmarks"])].mean(1)
+    centre = torch.where(torch.isfinite(centre).all(1, keepdim=True), centre, default)
+    half = torch.tensor(patch["half"], dtype=images.dtype, device=images.device)
+    width, height = patch["pixels"]
+    ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=images.device, dtype=images.dtype)
+    xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=images.device, dtype=images.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (h, w, 2) as (x, y)
+    grid = centre[:, None, None] + grid[None] * half
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 class CaptureNet(nn.Module):
     def __init__(self, config: CaptureModelConfig):
         super().__init__()
         self.config = c = config
         width = 0
         if c.use_image:
-            layers = [nn.Conv2d(3, c.widths[0], 5, 2, 2, bias=False), nn.BatchNorm2d(c.widths[0]), nn.ReLU(inplace=True)]
-            cin = c.widths[0]
-            for cout in c.widths:
-                layers += [_Residual(cin, cout, 2), _Residual(cout, cout, 1)]
-                cin = cout
-            self.image_encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            width += cin
+            self.image_encoder, added = _image_encoder(c.widths, (c.input_size, c.input_size), c.spatial_features)
+            width += added
+            if c.region_patches:
+                self.patch_encoders = nn.ModuleDict()
+                for name, patch in PATCHES.items():
+                    self.patch_encoders[name], added = _image_encoder(c.widths, patch["pixels"], c.spatial_features)
+                    width += added
         if c.use_landmarks:
             self.landmark_encoder = nn.Sequential(
                 nn.Linear(2 * N_MEDIAPIPE + 1, 512), nn.ReLU(inplace=True), nn.Linear(512, 256), nn.ReLU(inplace=True))
@@ -89,10 +134,18 @@ class CaptureNet(nn.Module):
         self.domain_classifier = nn.Sequential(nn.Linear(c.feature_dim, 128), nn.ReLU(inplace=True), nn.Linear(128, 1))
 
     def features(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, S, S) float in [0, 1]; landmarks (B, 478, 2) in [-1, 1] crop units, NaN where absent."""
+        """images (B, 3, S, S) float in [0, 1] at `config.source_size`; landmarks (B, 478, 2) in [-1, 1] crop
+        units, NaN where absent."""
         parts = []
         if self.config.use_image:
-            parts.append(self.image_encoder((images - 0.5) / 0.25))
+            images = (images - 0.5) / 0.25
+            whole = images
+            if images.shape[-1] != self.config.input_size:
+                whole = F.interpolate(images, size=(self.config.input_size,) * 2, mode="area")
+            parts.append(self.image_encoder(whole))
+            if self.config.region_patches:
+                for name, patch in PATCHES.items():
+                    parts.append(self.patch_encoders[name](cut_patch(images, landmarks, patch)))
         if self.config.use_landmarks:
             present = torch.isfinite(landmarks).flatten(1).all(1, keepdim=True)
             flat = torch.where(present, landmarks.flatten(1), torch.zeros_like(landmarks.flatten(1)))
@@ -109,7 +162,7 @@ class CaptureNet(nn.Module):
 
 def to_network_inputs(crops, crop_landmarks, config: CaptureModelConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 crops (crop_size, RGB) and (478, 2) crop-pixel landmarks -> the network's tensors."""
-    size = config.input_size
+    size = config.source_size
     images = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) if c.shape[0] != size else c
                        for c in crops])
     images = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255)
@@ -163,6 +216,8 @@ class CaptureModel:
         metadata = json.loads((directory / f"{name}.json").read_text())
         config = metadata.pop("config")
         config["widths"] = tuple(config["widths"])
+        for added in ("spatial_features", "region_patches"):  # models saved before these existed had neither
+            config.setdefault(added, False)
         net = CaptureNet(CaptureModelConfig(**config))
         state = load_file(str(directory / f"{name}.safetensors"), device="cpu")
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})

@@ -44,6 +44,8 @@ class TrainCaptureConfig:
     use_landmarks: bool = True
     landmark_dropout: float = 0.15  # share of samples whose landmark input is hidden (so the image must work alone)
     input_size: int = 96
+    spatial_features: bool = True  # flatten the CNN's last map instead of averaging it (see CaptureModelConfig)
+    region_patches: bool = True  # mouth and eyes patches at twice the resolution (see CaptureModelConfig)
     validation_shards: int = 2  # the set's last shards, never trained on
     max_shards: int = 0  # 0 = all
     real_photos: int = 0  # annotated photos used (0 = all; small numbers for quick runs)
@@ -51,21 +53,47 @@ class TrainCaptureConfig:
     checkpoint_every: int = 500
     log_every: int = 100
     device: str = "auto"
+    balanced_code_loss: bool = True  # regions' errors relative to their motion (see balanced_gram); False = plain
+    init_from: str = ""  # a capture model folder whose tensors of matching name and shape start this run
 
 
-def region_gram(expression_model, face_model) -> torch.Tensor:
-    """(D, D) G with dz^T G dz = mean over regions of the mean squared per-vertex error (cm^2) of the
-    decoded template mesh."""
+def region_grams(expression_model, face_model) -> dict[str, torch.Tensor]:
+    """Per region r, the (D, D) G_r with dz^T G_r dz = the mean squared per-vertex error (cm^2) of the
+    decoded template mesh on r. Besides MultiREX's four regions: "eyelids", the vertices a blink moves
+    (they are a sliver of the forehead region, so without their own term blinks would barely count)."""
+    from serep_engine.facemodel.expressions import INDEX
     from serep_engine.facemodel.regions import region_masks
 
     with torch.no_grad():
         basis = expression_model.identity_basis(face_model.face_neutral).double()  # (D, V, 3)
-    gram = torch.zeros(basis.shape[0], basis.shape[0], dtype=torch.float64)
-    masks = region_masks(face_model)
-    for mask in masks.values():
+    masks = dict(region_masks(face_model))
+    blink = face_model.face_expression_basis[[INDEX["eyeBlink_L"], INDEX["eyeBlink_R"]]]
+    masks["eyelids"] = np.linalg.norm(blink, axis=2).max(0) > 0.1  # cm
+    grams = {}
+    for name, mask in masks.items():
         part = basis[:, torch.from_numpy(np.asarray(mask))].reshape(basis.shape[0], -1)
-        gram += part @ part.T / mask.sum()
-    return (gram / len(masks)).float()
+        grams[name] = (part @ part.T / mask.sum()).float()
+    return grams
+
+
+def region_gram(expression_model, face_model) -> torch.Tensor:
+    """(D, D) G with dz^T G dz = mean over MultiREX's four regions of the mean squared per-vertex error
+    (cm^2) of the decoded template mesh: the scale validation reports in."""
+    grams = region_grams(expression_model, face_model)
+    return sum(grams[name] for name in ("forehead", "nose", "cheek", "mouth")) / 4
+
+
+def balanced_gram(expression_model, face_model, codes: np.ndarray) -> torch.Tensor:
+    """The training loss's G: the regions' (and the eyelids') squared errors, each divided by the square root
+    of how much that region moves in the training codes, scaled so that predicting zero costs 1 on average.
+    A plain mean squared error is ruled by the jaw (a full jawOpen weighs ~280 blinks), so brows and eyelids
+    went unlearned. MultiREX averages the regions' errors in mm, whose gradients weigh each region's squared
+    error by 1 / its RMS error; the region's motion stands in for that error. (Dividing by the motion itself
+    learned blinks faster but measured worse on SynthREX: see benchmarks/ablation_capture.py.)"""
+    grams = region_grams(expression_model, face_model)
+    z = torch.from_numpy(codes).float()
+    gram = sum(g / torch.einsum("bi,ij,bj->b", z, g, z).mean().sqrt() for g in grams.values())
+    return gram / torch.einsum("bi,ij,bj->b", z, gram, z).mean()
 
 
 def _load_crops(crops: np.ndarray, size: int) -> np.ndarray:
@@ -154,19 +182,22 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
     expression_model = ExpressionModel.from_pretrained("cpu", face_model)
     gram = region_gram(expression_model, face_model).to(device)
 
+    model_config = CaptureModelConfig(code_dim=expression_model.config.code_dim, input_size=config.input_size,
+                                      use_image=config.use_image, use_landmarks=config.use_landmarks,
+                                      spatial_features=config.spatial_features, region_patches=config.region_patches)
     synth_dir = Path(config.synth) if config.synth else cache_dir() / "capture-synth-v1"
-    synth = load_synth(synth_dir, config.input_size, config.max_shards)
+    synth = load_synth(synth_dir, model_config.source_size, config.max_shards)
     crop_size = float(synth.pop("crop_size"))
+    model_config.crop_size = int(crop_size)
     n_validation = min(config.validation_shards * 256, len(synth["code"]) // 5)
     validation = {k: v[-n_validation:] for k, v in synth.items()}
     synth = {k: v[:-n_validation] for k, v in synth.items()}
     real = load_real_set(build_real_set(face_model, int(crop_size), config.real_photos, config.real_clips, log=log))
-    real["crops"] = _load_crops(real["crops"], config.input_size)
+    real["crops"] = _load_crops(real["crops"], model_config.source_size)
+    loss_gram = (balanced_gram(expression_model, face_model, synth["code"]) / 0.04 if config.balanced_code_loss
+                 else gram / 0.01).to(device)  # either way a zero prediction costs ~25 at the start
     log(json.dumps({"type": "data", "synth": len(synth["code"]), "validation": n_validation, "real": len(real["crops"])}))
 
-    model_config = CaptureModelConfig(code_dim=expression_model.config.code_dim, input_size=config.input_size,
-                                      crop_size=int(crop_size), use_image=config.use_image,
-                                      use_landmarks=config.use_landmarks)
     net = CaptureNet(model_config).to(device)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     out_dir = Path(out_dir)
@@ -180,6 +211,8 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
         start_step, history = int(checkpoint["step"]), json.loads(checkpoint["history"])
         rng = np.random.default_rng([config.seed, start_step])
         log(json.dumps({"type": "resumed", "step": start_step}))
+    elif config.init_from:
+        log(json.dumps({"type": "initialised", "from": config.init_from, "tensors": warm_start(net, config.init_from)}))
     generator = torch.Generator().manual_seed(config.seed + start_step)
     augment = Augment(generator, config.landmark_dropout if config.use_landmarks else 0.0)
     use_real = config.domain_weight > 0 or config.landmark_weight > 0
@@ -209,9 +242,9 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
         code, predicted_points, domain = net(images.to(device), mp_points.to(device), strength)
         true_code = torch.from_numpy(synth["code"][synth_index]).to(device)
         error = code[:n_synth] - true_code
-        code_loss = torch.einsum("bi,ij,bj->b", error, gram, error).mean()
+        code_loss = torch.einsum("bi,ij,bj->b", error, gram, error).mean()  # reported, in MultiREX's weighting
         lmk_loss = landmark_loss(predicted_points, points.to(device), visible.to(device))
-        loss = code_loss / 0.01 + config.landmark_weight * lmk_loss / 0.003
+        loss = torch.einsum("bi,ij,bj->b", error, loss_gram, error).mean() + config.landmark_weight * lmk_loss / 0.003
         domain_loss = torch.zeros((), device=device)
         if config.domain_weight > 0:
             is_synth = torch.zeros(images.shape[0], device=device)
@@ -242,6 +275,15 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
     model.metadata = {"training": summary, "synth_set": str(synth_dir.name)}
     model.save(out_dir)
     return summary
+
+
+def warm_start(net: CaptureNet, folder: str) -> int:
+    """Copy the tensors of an earlier model that fit this one (same name and shape); returns how many."""
+    earlier = CaptureModel.load(folder).net.state_dict()
+    state = net.state_dict()
+    fitting = {k: v for k, v in earlier.items() if k in state and state[k].shape == v.shape}
+    net.load_state_dict(fitting, strict=False)
+    return len(fitting)
 
 
 @torch.no_grad()
