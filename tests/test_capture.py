@@ -54,7 +54,7 @@ def test_region_patches_follow_the_landmarks_or_fall_back_to_the_average_place()
 
 
 def test_balanced_code_loss_makes_a_blink_count(face_model):
-    from serep_engine.capture.train import balanced_gram, region_gram
+    from serep_engine.capture.train import balanced_gram, region_gram, region_grams
     from serep_engine.expression.model import ExpressionModel
     from serep_engine.facemodel.expressions import INDEX
     from serep_engine.synth.dataset import SynthGenerator
@@ -69,7 +69,7 @@ def test_balanced_code_loss_makes_a_blink_count(face_model):
         return float(blink @ gram @ blink / (jaw @ gram @ jaw))
 
     assert blink_per_jaw(region_gram(expression_model, face_model)) < 0.01  # plain: a blink barely counts
-    assert blink_per_jaw(balanced_gram(expression_model, face_model, codes.numpy())) > 0.05  # ~0.07
+    assert blink_per_jaw(balanced_gram(region_grams(expression_model, face_model), codes.numpy())) > 0.05  # ~0.07
 
 
 def test_warm_start_copies_the_tensors_that_fit(tmp_path):

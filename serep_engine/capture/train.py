@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from serep_engine.capture.model import CaptureModel, CaptureModelConfig, CaptureNet
 from serep_engine.device import pick_device
+from serep_engine.facemodel.regions import REGION_NAMES, region_masks
 
 
 @dataclass
@@ -62,7 +63,6 @@ def region_grams(expression_model, face_model) -> dict[str, torch.Tensor]:
     decoded template mesh on r. Besides MultiREX's four regions: "eyelids", the vertices a blink moves
     (they are a sliver of the forehead region, so without their own term blinks would barely count)."""
     from serep_engine.facemodel.expressions import INDEX
-    from serep_engine.facemodel.regions import region_masks
 
     with torch.no_grad():
         basis = expression_model.identity_basis(face_model.face_neutral).double()  # (D, V, 3)
@@ -76,21 +76,23 @@ def region_grams(expression_model, face_model) -> dict[str, torch.Tensor]:
     return grams
 
 
-def region_gram(expression_model, face_model) -> torch.Tensor:
+def multirex_gram(grams: dict[str, torch.Tensor]) -> torch.Tensor:
     """(D, D) G with dz^T G dz = mean over MultiREX's four regions of the mean squared per-vertex error
     (cm^2) of the decoded template mesh: the scale validation reports in."""
-    grams = region_grams(expression_model, face_model)
-    return sum(grams[name] for name in ("forehead", "nose", "cheek", "mouth")) / 4
+    return sum(grams[name] for name in REGION_NAMES) / len(REGION_NAMES)
 
 
-def balanced_gram(expression_model, face_model, codes: np.ndarray) -> torch.Tensor:
+def region_gram(expression_model, face_model) -> torch.Tensor:
+    return multirex_gram(region_grams(expression_model, face_model))
+
+
+def balanced_gram(grams: dict[str, torch.Tensor], codes: np.ndarray) -> torch.Tensor:
     """The training loss's G: the regions' (and the eyelids') squared errors, each divided by the square root
     of how much that region moves in the training codes, scaled so that predicting zero costs 1 on average.
     A plain mean squared error is ruled by the jaw (a full jawOpen weighs ~280 blinks), so brows and eyelids
     went unlearned. MultiREX averages the regions' errors in mm, whose gradients weigh each region's squared
     error by 1 / its RMS error; the region's motion stands in for that error. (Dividing by the motion itself
-    learned blinks faster but measured worse on SynthREX: see benchmarks/ablation_capture.py.)"""
-    grams = region_grams(expression_model, face_model)
+    learned blinks faster but measured worse on SynthREX in a 2500-step ablation.)"""
     z = torch.from_numpy(codes).float()
     gram = sum(g / torch.einsum("bi,ij,bj->b", z, g, z).mean().sqrt() for g in grams.values())
     return gram / torch.einsum("bi,ij,bj->b", z, gram, z).mean()
@@ -180,7 +182,8 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
     device = pick_device(config.device)
     face_model = ICTModel.load()
     expression_model = ExpressionModel.from_pretrained("cpu", face_model)
-    gram = region_gram(expression_model, face_model).to(device)
+    grams = region_grams(expression_model, face_model)
+    gram = multirex_gram(grams).to(device)
 
     model_config = CaptureModelConfig(code_dim=expression_model.config.code_dim, input_size=config.input_size,
                                       use_image=config.use_image, use_landmarks=config.use_landmarks,
@@ -194,7 +197,7 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
     synth = {k: v[:-n_validation] for k, v in synth.items()}
     real = load_real_set(build_real_set(face_model, int(crop_size), config.real_photos, config.real_clips, log=log))
     real["crops"] = _load_crops(real["crops"], model_config.source_size)
-    loss_gram = (balanced_gram(expression_model, face_model, synth["code"]) / 0.04 if config.balanced_code_loss
+    loss_gram = (balanced_gram(grams, synth["code"]) / 0.04 if config.balanced_code_loss
                  else gram / 0.01).to(device)  # either way a zero prediction costs ~25 at the start
     log(json.dumps({"type": "data", "synth": len(synth["code"]), "validation": n_validation, "real": len(real["crops"])}))
 
