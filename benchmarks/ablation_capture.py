@@ -40,6 +40,8 @@ def main() -> int:
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--frames", type=int, default=75)
     parser.add_argument("--only", action="append", help="run only these variants (by name)")
+    parser.add_argument("--max-shards", type=int, default=96,
+                        help="synthetic shards used (96 = the 24,576-sample set the published table was made on)")
     args = parser.parse_args()
 
     from serep_engine.capture.model import CaptureModel
@@ -58,7 +60,7 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         folder = args.out / name.replace(" ", "").replace(",", "_").replace("+", "_")
-        summary = train_capture(TrainCaptureConfig(steps=args.steps, **overrides), folder, log=lambda _: None)
+        summary = train_capture(TrainCaptureConfig(steps=args.steps, max_shards=args.max_shards, **overrides), folder, log=lambda _: None)
         model = CaptureModel.load(folder)
         afw = evaluate_landmarks(model, default_data_dir() / "real" / "faces68" / "afw")
         synthrex = evaluate_method(face_model, "serep", serep_method(face_model, model), args.subjects, args.frames,

@@ -70,10 +70,17 @@ def test_synthetic_samples_are_seeded_and_complete(face_model, tmp_path):
     from serep_engine.synth.shards import read_shard, write_synthetic_set
 
     summary = write_synthetic_set(6, tmp_path / "a", seed=3, shard_size=3, workers=1, log=lambda _: None)
-    write_synthetic_set(6, tmp_path / "b", seed=3, shard_size=3, workers=1, log=lambda _: None)
     assert summary["n"] == 6 and summary["shards"] == 2
-    first, again = read_shard(tmp_path / "a" / "shard_00000.npz"), read_shard(tmp_path / "b" / "shard_00000.npz")
-    np.testing.assert_array_equal(first["crops"], again["crops"])
+    # the same set made in two runs (3 samples, then extended to 6) is the same set
+    write_synthetic_set(3, tmp_path / "b", seed=3, shard_size=3, workers=1, log=lambda _: None)
+    extended = write_synthetic_set(6, tmp_path / "b", seed=3, shard_size=3, workers=1, log=lambda _: None)
+    assert extended["n"] == 3 and extended["shards"] == 1
+    for shard in ("shard_00000.npz", "shard_00001.npz"):
+        np.testing.assert_array_equal(read_shard(tmp_path / "a" / shard)["crops"],
+                                      read_shard(tmp_path / "b" / shard)["crops"])
+    with pytest.raises(ValueError, match="seed 3"):
+        write_synthetic_set(9, tmp_path / "b", seed=4, shard_size=3, workers=1, log=lambda _: None)
+    first = read_shard(tmp_path / "a" / "shard_00000.npz")
     assert first["crops"].shape == (3, 256, 256, 3)
     assert first["code"].shape == (3, 64) and first["weights"].shape == (3, 53)
     assert first["landmarks"].shape == (3, 68, 2) and first["visible"].dtype == bool

@@ -84,7 +84,18 @@ def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256,
     config = config or SynthConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(out, shard, min(shard_size, n - start), seed) for shard, start in enumerate(range(0, n, shard_size))]
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        made = json.loads(manifest.read_text())
+        if (made["seed"], made["crop_size"], made.get("shard_size", shard_size)) != (seed, config.crop_size, shard_size):
+            raise ValueError(f"{out} holds a set made with seed {made['seed']}, crop size {made['crop_size']}; "
+                             f"use those settings to extend it, or another folder")
+    # Shards already in the folder are kept: a set is resumed, or extended by asking for a larger n.
+    jobs = [(out, shard, min(shard_size, n - start), seed) for shard, start in enumerate(range(0, n, shard_size))
+            if not (out / f"shard_{shard:05d}.npz").exists()]
+    if not jobs:
+        return {"n": 0, "shards": 0, "out": str(out), "note": "every shard already exists"}
+    total = sum(job[2] for job in jobs)
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     started = time.perf_counter()
     written = 0
@@ -98,7 +109,7 @@ def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256,
         with context.Pool(workers, initializer=_start_worker, initargs=(config, videos or [], seed)) as pool:
             for count in pool.imap_unordered(_write_shard, jobs):
                 written += count
-                log(json.dumps({"type": "progress", "done": written, "total": n, "stage": "synth"}))
+                log(json.dumps({"type": "progress", "done": written, "total": total, "stage": "synth"}))
     finally:
         for name, value in saved.items():
             if value is None:
@@ -108,7 +119,8 @@ def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256,
     seconds = time.perf_counter() - started
     summary = {"n": written, "shards": len(jobs), "seconds": round(seconds, 2),
                "samples_per_second": round(written / seconds, 2), "workers": workers, "out": str(out)}
-    (out / "manifest.json").write_text(json.dumps({**summary, "seed": seed, "crop_size": config.crop_size}))
+    manifest.write_text(json.dumps({"n_total": n, "seed": seed, "crop_size": config.crop_size,
+                                    "shard_size": shard_size, "last_run": summary}))
     return summary
 
 
