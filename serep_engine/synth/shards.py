@@ -88,8 +88,9 @@ def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256,
     if manifest.exists():
         made = json.loads(manifest.read_text())
         if (made["seed"], made["crop_size"], made.get("shard_size", shard_size)) != (seed, config.crop_size, shard_size):
-            raise ValueError(f"{out} holds a set made with seed {made['seed']}, crop size {made['crop_size']}; "
-                             f"use those settings to extend it, or another folder")
+            raise ValueError(f"{out} holds a set made with seed {made['seed']}, crop size {made['crop_size']}, "
+                             f"shard size {made.get('shard_size', shard_size)}; use those settings to extend it, "
+                             f"or another folder")
     # Shards already in the folder are kept: a set is resumed, or extended by asking for a larger n.
     jobs = [(out, shard, min(shard_size, n - start), seed) for shard, start in enumerate(range(0, n, shard_size))
             if not (out / f"shard_{shard:05d}.npz").exists()]
