@@ -105,6 +105,8 @@ def _load_crops(crops: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_synth(folder: Path, size: int, max_shards: int = 0) -> dict:
+    """The shards' crops (resized to `size`), codes and landmarks as whole-set arrays. The arrays are made at
+    their full size first and filled shard by shard, so loading needs the set's memory once, not twice."""
     from serep_engine.synth.shards import read_shard
 
     paths = sorted(folder.glob("shard_*.npz"))
@@ -112,13 +114,23 @@ def load_synth(folder: Path, size: int, max_shards: int = 0) -> dict:
         paths = paths[:max_shards]
     if not paths:
         raise FileNotFoundError(f"no synthetic shards in {folder} (make them with `serep synth --out {folder}`)")
-    parts = []
+    counts = []
     for path in paths:
+        with np.load(path) as shard:
+            counts.append(len(shard["code"]))
+    data, start = {}, 0
+    for path, count in zip(paths, counts, strict=True):
         shard = read_shard(path)
-        parts.append({"crops": _load_crops(shard["crops"], size), "code": shard["code"],
-                      "mp_landmarks": shard["mp_landmarks"], "landmarks": shard["landmarks"],
-                      "landmark_weight": shard["visible"].astype(np.float32), "crop_size": shard["crops"].shape[1]})
-    return {key: np.concatenate([p[key] for p in parts]) if key != "crop_size" else parts[0][key] for key in parts[0]}
+        part = {"crops": _load_crops(shard["crops"], size), "code": shard["code"],
+                "mp_landmarks": shard["mp_landmarks"], "landmarks": shard["landmarks"],
+                "landmark_weight": shard["visible"].astype(np.float32)}
+        for key, value in part.items():
+            if key not in data:
+                data[key] = np.empty((sum(counts), *value.shape[1:]), value.dtype)
+            data[key][start:start + count] = value
+        data.setdefault("crop_size", shard["crops"].shape[1])
+        start += count
+    return data
 
 
 class Augment:
