@@ -6,7 +6,7 @@ much of expression k a sample shows and how much the model saw. Reported per exp
 the two projections and the slope of predicted on true (1 = full strength, 0 = not seen, < 1 = muted), plus
 the overall region-weighted RMS error by head yaw.
 
-    python benchmarks/capture_expressions.py [--weights DIR] [--shards 2]
+    python benchmarks/capture_expressions.py [--weights DIR] [--shards 2] [--no-mirror]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="capture model folder (default: shipped)")
     parser.add_argument("--shards", type=int, default=2, help="the set's last shards (training's validation)")
+    parser.add_argument("--no-mirror", action="store_true", help="without averaging each crop with its mirror image")
     args = parser.parse_args()
 
     from serep_engine.capture.model import CaptureModel
@@ -46,7 +47,8 @@ def main() -> int:
     for path in sorted((cache_dir() / "capture-synth-v1").glob("shard_*.npz"))[-args.shards:]:
         shard = read_shard(path)
         for start in range(0, len(shard["code"]), 64):
-            codes, _ = model.predict(list(shard["crops"][start:start + 64]), list(shard["mp_landmarks"][start:start + 64]))
+            codes, _ = model.predict(list(shard["crops"][start:start + 64]), list(shard["mp_landmarks"][start:start + 64]),
+                                     mirror_average=not args.no_mirror)
             predicted.append(codes)
         true.append(shard["code"])
         yaw.append(np.abs(shard["pose"][:, 0]))

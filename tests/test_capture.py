@@ -101,10 +101,43 @@ def test_tiny_training_run_lowers_its_losses(face_model, tmp_path):
     assert history[-1]["landmarks"] < history[0]["landmarks"]
     model = CaptureModel.load(tmp_path / "model")
     assert model.metadata["training"]["config"]["steps"] == 60
+    # the saved model knows its mirror: averaging a frame with its mirror image makes the landmarks of a
+    # mirrored frame exactly the mirrored landmarks of the frame
+    assert model.net.can_mirror
+    crop = cv2.resize(cv2.imread(str(sorted(AFW.glob("*.jpg"))[0]))[..., ::-1], (256, 256))
+    points = np.random.default_rng(0).uniform(60, 200, (478, 2)).astype(np.float32)
+    flipped_points = points[model.net.mirror_mediapipe.numpy()] * [-1, 1] + [255, 0]
+    _, landmarks = model.predict([crop], [points])
+    _, flipped_landmarks = model.predict([np.ascontiguousarray(crop[:, ::-1])], [flipped_points.astype(np.float32)])
+    mirrored_back = flipped_landmarks[0][model.net.mirror_ibug68.numpy()] * [-1, 1] + [255, 0]
+    assert np.allclose(mirrored_back, landmarks[0], atol=1e-3)
     # resumable: a rerun with more steps continues from the checkpoint instead of starting over
     config.steps = 70
     again = train_capture(config, tmp_path / "model", log=lambda _: None)
     assert again["history"][-1]["step"] == 70 and len(again["history"]) == 4
+
+
+def test_mirror_maps_pair_the_sides(face_model):
+    from serep_engine.capture import mirror
+    from serep_engine.expression.model import ExpressionModel
+    from serep_engine.facemodel.expressions import INDEX
+    from serep_engine.synth.dataset import SynthGenerator
+
+    for partner in (mirror.ibug68_mirror(face_model), mirror.mediapipe_mirror(face_model)):
+        assert np.array_equal(partner[partner], np.arange(len(partner)))
+        assert (partner != np.arange(len(partner))).mean() > 0.8  # most points have a partner on the other side
+    assert mirror.ibug68_mirror(face_model)[36] == 45  # outer eye corners
+    expression_model = ExpressionModel.from_pretrained("cpu", face_model)
+    code_mirror = mirror.code_mirror(expression_model, face_model)
+    generator = SynthGenerator(face_model, expression_model)
+    for left, right in (("eyeBlink_L", "eyeBlink_R"), ("mouthSmile_L", "mouthSmile_R")):
+        weights = np.zeros((2, 53), np.float32)
+        weights[0, INDEX[left]] = weights[1, INDEX[right]] = 1
+        left_code, right_code = generator.code_of_weights(weights)
+        assert np.linalg.norm(left_code @ code_mirror - right_code) < 0.05 * np.linalg.norm(right_code)
+    points = torch.rand(2, 68, 2) * 2 - 1
+    partner = torch.from_numpy(mirror.ibug68_mirror(face_model))
+    assert torch.allclose(mirror.mirror_points(mirror.mirror_points(points, partner, 256), partner, 256), points)
 
 
 def _run_cli(*args):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from serep_engine.capture.mirror import mirror_points
 from serep_engine.device import pick_device
 
 WEIGHTS_NAME = "capture_model"
@@ -132,6 +133,19 @@ class CaptureNet(nn.Module):
         self.expression_head = nn.Linear(c.feature_dim, c.code_dim)
         self.landmark_head = nn.Linear(c.feature_dim, 68 * 2)
         self.domain_classifier = nn.Sequential(nn.Linear(c.feature_dim, 128), nn.ReLU(inplace=True), nn.Linear(128, 1))
+        # Mirror partners and the code space's mirror (capture/mirror.py), set by training; all zero = unknown.
+        self.register_buffer("mirror_code", torch.zeros(c.code_dim, c.code_dim))
+        self.register_buffer("mirror_mediapipe", torch.arange(N_MEDIAPIPE))
+        self.register_buffer("mirror_ibug68", torch.arange(68))
+
+    def set_mirror(self, code: np.ndarray, mediapipe: np.ndarray, ibug68: np.ndarray) -> None:
+        self.mirror_code.copy_(torch.from_numpy(code))
+        self.mirror_mediapipe.copy_(torch.from_numpy(mediapipe))
+        self.mirror_ibug68.copy_(torch.from_numpy(ibug68))
+
+    @property
+    def can_mirror(self) -> bool:
+        return bool(self.mirror_code.any())
 
     def features(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """images (B, 3, S, S) float in [0, 1] at `config.source_size`; landmarks (B, 478, 2) in [-1, 1] crop
@@ -191,14 +205,24 @@ class CaptureModel:
         return self.config.crop_size
 
     @torch.no_grad()
-    def predict(self, crops, crop_landmarks) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, crops, crop_landmarks, mirror_average: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Crops (crop_size RGB uint8) and their (478, 2) landmarks in crop pixels (NaN if unknown) ->
-        codes (B, D) and 68 landmarks (B, 68, 2) in crop pixels."""
+        codes (B, D) and 68 landmarks (B, 68, 2) in crop pixels. With `mirror_average` (and a model that knows
+        its mirror), each frame's outputs are averaged with those of its mirror image, mirrored back."""
         images, points = to_network_inputs(crops, crop_landmarks, self.config, self.device)
+        mirror = mirror_average and self.net.can_mirror
+        if mirror:
+            images = torch.cat([images, images.flip(3)])
+            points = torch.cat([points, mirror_points(points, self.net.mirror_mediapipe, self.config.crop_size)])
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             code, landmarks, _ = self.net(images, points)
-        landmarks = (landmarks.float() + 1) * (self.config.crop_size / 2)
-        return code.float().cpu().numpy(), landmarks.cpu().numpy()
+        code, landmarks = code.float(), landmarks.float()
+        if mirror:
+            n = len(code) // 2
+            code = (code[:n] + code[n:] @ self.net.mirror_code) / 2
+            landmarks = (landmarks[:n] + mirror_points(landmarks[n:], self.net.mirror_ibug68, self.config.crop_size)) / 2
+        landmarks = (landmarks + 1) * (self.config.crop_size / 2)
+        return code.cpu().numpy(), landmarks.cpu().numpy()
 
     def save(self, directory: str | Path, name: str = WEIGHTS_NAME) -> Path:
         directory = Path(directory)
@@ -220,7 +244,10 @@ class CaptureModel:
             config.setdefault(added, False)
         net = CaptureNet(CaptureModelConfig(**config))
         state = load_file(str(directory / f"{name}.safetensors"), device="cpu")
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        missing, _ = net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                                         strict=False)
+        if any(not k.startswith("mirror_") for k in missing):  # models saved before mirroring lack only those
+            raise ValueError(f"{directory / name}.safetensors lacks tensors: {', '.join(missing)}")
         return cls(net, torch.device(device), metadata)
 
     @classmethod

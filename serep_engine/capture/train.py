@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from serep_engine.capture.mirror import code_mirror, ibug68_mirror, mediapipe_mirror, mirror_points
 from serep_engine.capture.model import CaptureModel, CaptureModelConfig, CaptureNet
 from serep_engine.device import pick_device
 from serep_engine.facemodel.regions import REGION_NAMES, region_masks
@@ -56,6 +57,7 @@ class TrainCaptureConfig:
     device: str = "auto"
     balanced_code_loss: bool = True  # regions' errors relative to their motion (see balanced_gram); False = plain
     init_from: str = ""  # a capture model folder whose tensors of matching name and shape start this run
+    mirror: bool = True  # show each sample mirrored half the time (capture/mirror.py)
 
 
 def region_grams(expression_model, face_model) -> dict[str, torch.Tensor]:
@@ -177,6 +179,17 @@ def _batch(data: dict, index: np.ndarray, crop_size: float):
     return images, mp_points, points, torch.from_numpy(data["landmark_weight"][index])
 
 
+def mirror_some(flip: torch.Tensor, partners: dict, images, mp_points, points, visible, crop_size: float):
+    """The batch with the samples where `flip` is set replaced by their mirror images (`partners`: the
+    "mediapipe" and "ibug68" mirror partners)."""
+    where = flip.view(-1, 1, 1)
+    images = torch.where(where[..., None], images.flip(3), images)
+    mp_points = torch.where(where, mirror_points(mp_points, partners["mediapipe"], crop_size), mp_points)
+    points = torch.where(where, mirror_points(points, partners["ibug68"], crop_size), points)
+    visible = torch.where(flip.view(-1, 1), visible[:, partners["ibug68"]], visible)
+    return images, mp_points, points, visible
+
+
 def landmark_loss(predicted, target, weight):
     per_point = F.smooth_l1_loss(predicted, target, reduction="none", beta=0.02).sum(2)
     return (per_point * weight).sum() / weight.sum().clamp(min=1.0)
@@ -228,6 +241,9 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
         log(json.dumps({"type": "resumed", "step": start_step}))
     elif config.init_from:
         log(json.dumps({"type": "initialised", "from": config.init_from, "tensors": warm_start(net, config.init_from)}))
+    net.set_mirror(code_mirror(expression_model, face_model), mediapipe_mirror(face_model), ibug68_mirror(face_model))
+    partners = {"mediapipe": net.mirror_mediapipe.cpu(), "ibug68": net.mirror_ibug68.cpu()}
+    mirror_code = net.mirror_code.cpu()
     generator = torch.Generator().manual_seed(config.seed + start_step)
     augment = Augment(generator, config.landmark_dropout if config.use_landmarks else 0.0)
     use_real = config.domain_weight > 0 or config.landmark_weight > 0
@@ -251,12 +267,16 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
                                                         crop_size)
             images, mp_points = torch.cat([images, r_images]), torch.cat([mp_points, r_mp])
             points, visible = torch.cat([points, r_points]), torch.cat([visible, r_weight])
+        true_code = torch.from_numpy(synth["code"][synth_index])
+        if config.mirror:
+            flip = torch.rand(images.shape[0], generator=generator) < 0.5
+            images, mp_points, points, visible = mirror_some(flip, partners, images, mp_points, points, visible, crop_size)
+            true_code = torch.where(flip[:n_synth, None], true_code @ mirror_code, true_code)
         images, mp_points, points = augment(images, mp_points, points)
         progress = step / config.steps
         strength = config.domain_weight * (2 / (1 + math.exp(-10 * progress)) - 1)
         code, predicted_points, domain = net(images.to(device), mp_points.to(device), strength)
-        true_code = torch.from_numpy(synth["code"][synth_index]).to(device)
-        error = code[:n_synth] - true_code
+        error = code[:n_synth] - true_code.to(device)
         code_loss = torch.einsum("bi,ij,bj->b", error, gram, error).mean()  # reported, in MultiREX's weighting
         lmk_loss = landmark_loss(predicted_points, points.to(device), visible.to(device))
         loss = torch.einsum("bi,ij,bj->b", error, loss_gram, error).mean() + config.landmark_weight * lmk_loss / 0.003
