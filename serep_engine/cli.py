@@ -121,11 +121,13 @@ def cmd_eval_capture(args) -> dict:
         if name not in METHODS:
             raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
         started = time.perf_counter()
-        method = METHODS[name](face_model)
-        if name == "serep" and args.weights:
+        if name == "serep":
             from serep_engine.capture.model import CaptureModel
 
-            method = METHODS[name](face_model, CaptureModel.load(args.weights))
+            capture_model = CaptureModel.load(args.weights) if args.weights else None
+            method = METHODS[name](face_model, capture_model, mirror_average=not args.no_mirror)
+        else:
+            method = METHODS[name](face_model)
         result = evaluate_method(face_model, name, method, args.subjects, args.frames, log=_log)
         result["seconds"] = round(time.perf_counter() - started, 1)
         results.append(result)
@@ -292,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--subjects", type=int, default=8, help="subjects to evaluate (quick checks: fewer)")
     capture.add_argument("--frames", type=int, default=150, help="frames per video (quick checks: fewer)")
     capture.add_argument("--weights", type=Path, default=None, help="capture model folder (default: the shipped one)")
+    capture.add_argument("--no-mirror", action="store_true", help="serep without averaging crops with their mirror")
     capture.add_argument("--ict", type=Path, default=None)
     capture.set_defaults(func=cmd_eval_capture)
 

@@ -104,3 +104,16 @@ def test_eval_capture_contract_on_a_small_subset(repo_root, tmp_path):
     logged = [json.loads(line) for line in out.stderr.splitlines() if line.startswith('{"method"')]
     neutral = next(r for r in logged if r["method"] == "neutral")
     assert result["regions_mm"]["mouth"] < neutral["regions_mm"]["mouth"]  # fitting beats doing nothing
+
+
+def test_eval_capture_of_serep_with_and_without_mirror_averaging(repo_root):
+    def run(*extra):
+        out = subprocess.run([sys.executable, "-m", "serep_engine", "eval", "capture", "--method", "serep", "--json",
+                              "--subjects", "1", "--frames", "12", *extra],
+                             capture_output=True, text=True, cwd=repo_root, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    mirrored, plain = run(), run("--no-mirror")
+    assert mirrored["n_frames"] == plain["n_frames"] == 5 * 12
+    assert all(0 < value < 10 for value in mirrored["regions_mm"].values())
+    assert mirrored["regions_mm"] != plain["regions_mm"]  # the shipped model mirrors unless told not to

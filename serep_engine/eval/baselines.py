@@ -71,9 +71,10 @@ def landmark_fit_method(face_model: ICTModel, regularisation: float = 0.2, itera
     return run
 
 
-def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.0):
-    """The SEREP capture model as the product runs it: front end, codes, gap filling and smoothing, then
-    D_mesh decodes the codes onto the subject's neutral."""
+def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.0, mirror_average: bool = True):
+    """The SEREP capture model as the product runs it: front end, codes (each crop averaged with its mirror
+    image unless `mirror_average` is off), gap filling and smoothing, then D_mesh decodes the codes onto the
+    subject's neutral."""
     import torch
 
     from serep_engine.capture.frontend import LiveFrontEnd
@@ -93,7 +94,8 @@ def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.
         hits = [t for t in tracked if t.found]
         for start in range(0, len(hits), 64):
             batch = hits[start:start + 64]
-            predicted, _ = capture_model.predict([t.crop for t in batch], [t.crop_landmarks for t in batch])
+            predicted, _ = capture_model.predict([t.crop for t in batch], [t.crop_landmarks for t in batch],
+                                                 mirror_average=mirror_average)
             codes[[t.index for t in batch]] = predicted
         codes = smooth_codes(fill_gaps(codes, found), 30.0, smoothing, found)
         with torch.no_grad():
