@@ -94,13 +94,14 @@ def test_tiny_training_run_lowers_its_losses(face_model, tmp_path):
     write_synthetic_set(96, tmp_path / "synth", seed=3, shard_size=32, workers=1, log=lambda _: None)
     config = TrainCaptureConfig(synth=str(tmp_path / "synth"), steps=60, batch_synth=16, batch_real=8, lr=2e-3,
                                 validation_shards=1, real_photos=24, real_clips=1, log_every=20, checkpoint_every=30,
-                                input_size=64)
+                                input_size=64, widths="8,16,32,64")
     summary = train_capture(config, tmp_path / "model", log=lambda _: None)
     history = summary["history"]
     assert history[-1]["code_mm"] < history[0]["code_mm"]
     assert history[-1]["landmarks"] < history[0]["landmarks"]
     model = CaptureModel.load(tmp_path / "model")
     assert model.metadata["training"]["config"]["steps"] == 60
+    assert model.config.widths == (8, 16, 32, 64)
     # the saved model knows its mirror: averaging a frame with its mirror image makes the landmarks of a
     # mirrored frame exactly the mirrored landmarks of the frame
     assert model.net.can_mirror

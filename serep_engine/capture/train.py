@@ -46,6 +46,7 @@ class TrainCaptureConfig:
     use_landmarks: bool = True
     landmark_dropout: float = 0.15  # share of samples whose landmark input is hidden (so the image must work alone)
     input_size: int = 96
+    widths: str = "16,32,64,128"  # channels of the CNNs' stages, comma-separated (wider for GPU training)
     spatial_features: bool = True  # flatten the CNN's last map instead of averaging it (see CaptureModelConfig)
     region_patches: bool = True  # mouth and eyes patches at twice the resolution (see CaptureModelConfig)
     validation_shards: int = 2  # the set's last shards, never trained on
@@ -211,6 +212,7 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
     gram = multirex_gram(grams).to(device)
 
     model_config = CaptureModelConfig(code_dim=expression_model.config.code_dim, input_size=config.input_size,
+                                      widths=tuple(int(width) for width in config.widths.split(",")),
                                       use_image=config.use_image, use_landmarks=config.use_landmarks,
                                       spatial_features=config.spatial_features, region_patches=config.region_patches)
     synth_dir = Path(config.synth) if config.synth else cache_dir() / "capture-synth-v1"
