@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial import cKDTree
 
 from serep_engine.facemodel.ict import ICTModel
 
@@ -24,12 +22,16 @@ RENDER_SIZE = 512
 
 def vertex_mirror(face_model: ICTModel) -> np.ndarray:
     """(V,) the face template vertex on the other side of each vertex."""
+    from scipy.spatial import cKDTree  # the maps are built in training only; inference needs mirror_points
+
     neutral = face_model.face_neutral
     return cKDTree(neutral).query(neutral * [-1.0, 1.0, 1.0])[1]
 
 
 def ibug68_mirror(face_model: ICTModel) -> np.ndarray:
     """(68,) the mirror partner of each iBUG landmark."""
+    from scipy.spatial import cKDTree
+
     points = face_model.face_neutral[face_model.landmarks68]
     return _checked(cKDTree(points).query(points * [-1.0, 1.0, 1.0])[1], "iBUG 68")
 
@@ -37,6 +39,8 @@ def ibug68_mirror(face_model: ICTModel) -> np.ndarray:
 def mediapipe_mirror(face_model: ICTModel) -> np.ndarray:
     """(478,) the mirror partner of each mediapipe landmark: the template rendered head-on is symmetric about
     the image's centre column, so each landmark is paired with the landmark nearest its reflection."""
+    from scipy.optimize import linear_sum_assignment
+
     from serep_engine.capture.tracking import FaceTracker
     from serep_engine.synth.render import Appearance, Camera, HeadRenderer
 
