@@ -123,7 +123,12 @@ def _path(value, name: str, base: Path) -> Path:
         path = Path(value).expanduser()
     except RuntimeError:  # "~someone" with no such user (found by benchmarks/fuzz_parsers.py)
         raise JobFileError(f"'{name}' names the home folder of an unknown user: {value}") from None
-    return path if path.is_absolute() else base / path
+    path = path if path.is_absolute() else base / path
+    try:
+        path.exists()
+    except OSError as error:  # e.g. a name longer than the file system allows (found by the fuzz test)
+        raise JobFileError(f"'{name}' is not a usable path ({error.strerror}): {str(path)[:120]}...") from None
+    return path
 
 
 def _integer(value, name: str) -> int:
