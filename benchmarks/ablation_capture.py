@@ -49,7 +49,8 @@ def main() -> int:
     from serep_engine.eval.baselines import serep_method
     from serep_engine.eval.landmarks import evaluate_landmarks
     from serep_engine.eval.synthrex import evaluate_method
-    from serep_engine.facemodel.ict import ICTModel, default_data_dir
+    from serep_engine.facemodel.ict import ICTModel
+    from serep_engine.paths import data_dir
 
     def log(message):
         print(message, file=sys.stderr, flush=True)
@@ -60,9 +61,10 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         folder = args.out / name.replace(" ", "").replace(",", "_").replace("+", "_")
-        summary = train_capture(TrainCaptureConfig(steps=args.steps, max_shards=args.max_shards, **overrides), folder, log=lambda _: None)
+        config = TrainCaptureConfig(steps=args.steps, max_shards=args.max_shards, **overrides)
+        summary = train_capture(config, folder, log=lambda _: None)
         model = CaptureModel.load(folder)
-        afw = evaluate_landmarks(model, default_data_dir() / "real" / "faces68" / "afw")
+        afw = evaluate_landmarks(model, data_dir() / "real" / "faces68" / "afw")
         synthrex = evaluate_method(face_model, "serep", serep_method(face_model, model), args.subjects, args.frames,
                                    log=lambda _: None)
         row = {"synth_val_code_rms_mm": summary["validation"]["code_rms_mm"],

@@ -22,7 +22,7 @@ import cv2
 
 
 def concatenate(clip: Path, times: int, out: Path) -> Path:
-    from serep_engine.capture.video import probe, read_frames
+    from serep_engine.track.video import probe, read_frames
 
     info = probe(clip)
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), info.fps, (info.width, info.height))
@@ -69,9 +69,9 @@ def main() -> None:
     if args.child is not None:
         child(args.child, args.weights)
         return
-    from serep_engine.facemodel.ict import default_data_dir
+    from serep_engine.paths import data_dir
 
-    clip = Path(args.clip) if Path(args.clip).exists() else default_data_dir() / "real" / "videos" / args.clip
+    clip = Path(args.clip) if Path(args.clip).exists() else data_dir() / "real" / "videos" / args.clip
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for times in args.repeats:

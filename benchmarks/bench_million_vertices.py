@@ -9,6 +9,7 @@ import trimesh
 
 from serep_engine.facemodel.ict import EVAL_SEEDS, ICTModel, quads_to_triangles
 from serep_engine.retarget import fit_target
+
 fm = ICTModel.load()
 head = fm.identity_neutral(fm.identity_weights(EVAL_SEEDS[7]), face_only=False)
 tris = quads_to_triangles(fm.polygons)

@@ -29,7 +29,8 @@ def head(face_model: ICTModel, with_eyes_and_teeth: bool):
     if with_eyes_and_teeth:
         extra = np.concatenate([np.arange(*r) for r in EYES_AND_TEETH])
         keep = np.concatenate([keep, extra])
-        polygons = np.concatenate([polygons, face_model.polygons[np.isin(face_model.polygons, np.r_[extra, -1]).all(1)]])
+        inside = np.isin(face_model.polygons, np.r_[extra, -1]).all(1)
+        polygons = np.concatenate([polygons, face_model.polygons[inside]])
     index_of = np.full(len(full) + 1, -1)
     index_of[keep] = np.arange(len(keep))
     triangles = quads_to_triangles(np.where(polygons >= 0, index_of[polygons], -1))

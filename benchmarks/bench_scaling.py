@@ -1,4 +1,4 @@
-"""How the per-clip costs grow: basis compression (serep_engine/bake/basis.py) with frames F, target vertices V and
+"""How the per-clip costs grow: basis compression (serep_engine/shapekeys/basis.py) with frames F, target vertices V and
 keys K, and the add-on's Blender bake (benchmarks/bench_bake.py, child processes) with V and K. Time with clip
 length end to end: benchmarks/bench_memory.py. Each row: median seconds of `--repeats`; then a summary line
 with the growth exponent between the smallest and largest size (1 = linear).
@@ -18,8 +18,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from serep_engine.bake.basis import compress
 from serep_engine.bench import blender_bake
+from serep_engine.shapekeys.basis import compress
 
 
 def take(frames: int, vertices: int, keys: int, seed: int = 0):

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from serep_engine.facemodel.ict import default_data_dir
+from serep_engine.paths import data_dir
 from serep_engine.synth.shards import write_synthetic_set
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1024)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
-    videos = sorted((default_data_dir() / "real" / "videos").glob("*.mp4"))
+    videos = sorted((data_dir() / "real" / "videos").glob("*.mp4"))
     with tempfile.TemporaryDirectory() as tmp:
         small = write_synthetic_set(args.workers * 32, Path(tmp) / "small", shard_size=32, workers=args.workers,
                                     videos=videos, log=lambda _: None)

@@ -34,7 +34,7 @@ def main() -> int:
     from serep_engine.expression.model import ExpressionModel
     from serep_engine.facemodel.expressions import INDEX
     from serep_engine.facemodel.ict import ICTModel
-    from serep_engine.facemodel.identities import cache_dir
+    from serep_engine.paths import cache_dir
     from serep_engine.synth.dataset import SynthGenerator
     from serep_engine.synth.shards import read_shard
 
@@ -47,8 +47,8 @@ def main() -> int:
     for path in sorted((cache_dir() / "capture-synth-v1").glob("shard_*.npz"))[-args.shards:]:
         shard = read_shard(path)
         for start in range(0, len(shard["code"]), 64):
-            codes, _ = model.predict(list(shard["crops"][start:start + 64]), list(shard["mp_landmarks"][start:start + 64]),
-                                     mirror_average=not args.no_mirror)
+            codes, _ = model.predict(list(shard["crops"][start:start + 64]),
+                                     list(shard["mp_landmarks"][start:start + 64]), mirror_average=not args.no_mirror)
             predicted.append(codes)
         true.append(shard["code"])
         yaw.append(np.abs(shard["pose"][:, 0]))

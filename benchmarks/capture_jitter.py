@@ -25,8 +25,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from serep_engine.capture.train import region_gram
-    from serep_engine.engine import CaptureOptions, Engine, fill_gaps, smooth_codes
-    from serep_engine.facemodel.ict import default_data_dir
+    from serep_engine.engine import CaptureOptions, Engine
+    from serep_engine.track.filters import fill_gaps, smooth_codes
+    from serep_engine.paths import data_dir
 
     engine = Engine.from_pretrained("cpu")
     gram = region_gram(engine.expression_model, engine.face_model).double().numpy()
@@ -36,7 +37,7 @@ def main() -> int:
         return float(np.sqrt(np.einsum("bi,ij,bj->b", steps, gram, steps)).mean() * 10)
 
     rows = {}
-    clips = sorted((default_data_dir() / "real" / "videos").glob("*.mp4"))[: args.clips or None]
+    clips = sorted((data_dir() / "real" / "videos").glob("*.mp4"))[: args.clips or None]
     for clip in clips:
         tracked = engine.track(clip, 0, args.frames, CaptureOptions())
         found, fps = tracked["face_found"], tracked["fps"]

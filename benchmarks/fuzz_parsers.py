@@ -69,8 +69,9 @@ def main() -> int:
             except Exception:  # a finding: keep fuzzing the other properties
                 findings += 1
                 outcome = traceback.format_exc(limit=3)
-            print(json.dumps({"property": name, "examples": examples, "seconds": round(time.perf_counter() - started, 1),
-                              "outcome": outcome}), flush=True)
+            seconds = round(time.perf_counter() - started, 1)
+            print(json.dumps({"property": name, "examples": examples, "seconds": seconds, "outcome": outcome}),
+                  flush=True)
     print(json.dumps({"findings": findings}))
     return 1 if findings else 0
 

@@ -17,12 +17,15 @@ Modes
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
 import numpy as np
 from mathutils import Matrix, Vector
+
+from .runner import contract
+
+Result = contract.CaptureResult
 
 PREFIX = "SEREP_"
 CLIP_MARK = "serep_clip"
@@ -37,53 +40,12 @@ class BakeError(ValueError):
     """A result that cannot be baked onto this object; the message says why in plain words."""
 
 
-@dataclass
-class Result:
-    frames: np.ndarray  # (F,) clip frame indices
-    fps: float
-    face_found: np.ndarray  # (F,)
-    head_pose: np.ndarray  # (F, 6) rotation vector (rad) + translation (cm), OpenCV camera frame
-    basis: np.ndarray  # (K, V, 3)
-    weights: np.ndarray  # (F, K)
-    arkit_names: list[str] | None = None
-    arkit_weights: np.ndarray | None = None  # (F, 52)
-
-    @property
-    def n_frames(self) -> int:
-        return len(self.frames)
-
-
 def load_result(path: str | Path) -> Result:
-    """Read and check a result file (never unpickles); the engine's CaptureResult validates it on writing,
-    this re-checks what the bake relies on."""
+    """Read and check a result file with the engine's own contract (never unpickles)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except Exception as error:  # a damaged archive raises many kinds (zip, zlib, npy header); never unpickled
-        raise BakeError(f"cannot read the result file {path}: {error or type(error).__name__}") from None
-    numeric = ("frames", "fps", "face_found", "head_pose", "basis", "weights", "arkit_weights")
-    if any(name in arrays and arrays[name].dtype.kind not in "iufb" for name in numeric) \
-            or ("fps" in arrays and arrays["fps"].size != 1):
-        raise BakeError(f"the result file {path} holds arrays of the wrong type")
-    missing = [n for n in ("frames", "fps", "face_found", "head_pose", "basis", "weights") if n not in arrays]
-    if missing:
-        raise BakeError(f"the result file {path} lacks {', '.join(missing)}")
-    result = Result(frames=arrays["frames"].astype(np.int64), fps=float(arrays["fps"]),
-                    face_found=arrays["face_found"].astype(bool), head_pose=arrays["head_pose"].astype(np.float64),
-                    basis=arrays["basis"].astype(np.float32), weights=arrays["weights"].astype(np.float32))
-    if "arkit_weights" in arrays and "arkit_names" in arrays:
-        result.arkit_names = [str(name) for name in arrays["arkit_names"]]
-        result.arkit_weights = arrays["arkit_weights"].astype(np.float32)
-    f = len(result.frames) if result.frames.ndim == 1 else 0
-    if f == 0 or result.basis.ndim != 3 or result.weights.shape != (f, len(result.basis)) \
-            or result.head_pose.shape != (f, 6) or result.face_found.shape != (f,) or not 0 < result.fps <= 1000:
-        raise BakeError(f"the result file {path} is inconsistent (frames {f}, basis {result.basis.shape}, "
-                        f"weights {result.weights.shape})")
-    if not all(np.isfinite(a).all() for a in (result.basis, result.weights, result.head_pose)):
-        raise BakeError(f"the result file {path} holds NaN or infinite values")
-    if result.arkit_weights is not None and result.arkit_weights.shape != (f, len(result.arkit_names)):
-        raise BakeError(f"the result file {path} has ARKit weights of the wrong shape")
-    return result
+        return Result.load(path)
+    except contract.ResultFileError as error:
+        raise BakeError(str(error)) from None
 
 
 def scene_times(result: Result, scene) -> np.ndarray:
@@ -212,8 +174,8 @@ def bake(obj, result: Result, clip_name: str, mode: str = "BASIS", scene=None, a
     if head == "OBJECT":
         _bake_head(_head_channels(action, obj, clip_name), result, times)
     elif head == "BONE":
-        _bake_head(_head_channels(action, armature, clip_name), result, times, armature.matrix_world.to_3x3().normalized(),
-                   armature.pose.bones[bone])
+        _bake_head(_head_channels(action, armature, clip_name), result, times,
+                   armature.matrix_world.to_3x3().normalized(), armature.pose.bones[bone])
     _silence_other_clips(obj)
     action.frame_range = (float(times[0]), float(times[-1]) if len(times) > 1 else float(times[0]) + 1)
     action.use_frame_range = True

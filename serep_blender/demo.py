@@ -21,9 +21,8 @@ import numpy as np
 
 
 def build_scene(clip_fps: float):
-    from serep_engine.facemodel.ict import ICTModel
-
     from serep_blender.sample import make_sample_head
+    from serep_engine.facemodel.ict import ICTModel
 
     bpy.ops.wm.read_homefile(use_empty=True)
     face_model = ICTModel.load()
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     import serep_blender
-    from serep_blender import capture
+    from serep_blender import capture_queue
     from serep_blender.properties import clip_info
 
     serep_blender.register()
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: capture failed: {str(error).strip()}", file=sys.stderr)
         return 1
     capture_seconds = time.perf_counter() - started
-    (baked,) = capture.ACTIVE.baked
+    (baked,) = capture_queue.ACTIVE.baked
     scene = bpy.context.scene
     scene.frame_start, scene.frame_end = (round(t) for t in baked["frame_range"])
     bpy.ops.wm.save_as_mainfile(filepath=str(out / "demo.blend"))

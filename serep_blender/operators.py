@@ -13,9 +13,9 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 
-from . import bake, capture
+from . import bake, capture_queue
 from .preferences import Settings
-from .properties import MODE_ITEMS
+from .properties import MODE_ITEMS, capture_options
 
 
 def _target(context, name: str):
@@ -25,10 +25,10 @@ def _target(context, name: str):
     return settings.target or context.active_object
 
 
-def _options(context, mode: str) -> capture.Options:
+def _options(context, mode: str) -> capture_queue.Options:
     settings = context.scene.serep
-    return capture.Options(mode=mode, smoothing=settings.smoothing, gaps=settings.gaps.lower(), head=settings.head,
-                           armature=settings.armature.name if settings.armature else "", bone=settings.bone)
+    return capture_queue.Options(mode=mode, capture=capture_options(settings), head=settings.head,
+                                 armature=settings.armature.name if settings.armature else "", bone=settings.bone)
 
 
 class _CaptureMixin:
@@ -40,23 +40,23 @@ class _CaptureMixin:
 
     @classmethod
     def poll(cls, context):
-        return capture.ACTIVE is None or capture.ACTIVE.finished
+        return capture_queue.ACTIVE is None or capture_queue.ACTIVE.finished
 
     def _run(self, context, clips) -> set[str]:
         try:
-            queue = capture.CaptureQueue(_target(context, self.target), clips, _options(context, self.mode),
+            queue = capture_queue.CaptureQueue(_target(context, self.target), clips, _options(context, self.mode),
                                          Settings(context), undo_steps=not self.wait)
-            capture.start(queue, self.wait)
+            capture_queue.start(queue, self.wait)
         except (ValueError, OSError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         if not self.wait:
             self.report({"INFO"}, f"SEREP: capturing {len(clips)} clip(s) in the background")
             return {"FINISHED"}
-        if capture.LAST["error"]:
-            self.report({"WARNING"} if queue.baked else {"ERROR"}, capture.LAST["error"])
+        if capture_queue.LAST["error"]:
+            self.report({"WARNING"} if queue.baked else {"ERROR"}, capture_queue.LAST["error"])
         if queue.baked:
-            self.report({"INFO"}, f"SEREP: {capture.LAST['summary']}")
+            self.report({"INFO"}, f"SEREP: {capture_queue.LAST['summary']}")
             return {"FINISHED"}
         return {"CANCELLED"}
 
@@ -92,7 +92,7 @@ class SEREP_OT_capture_batch(_CaptureMixin, bpy.types.Operator):
 
     def execute(self, context):
         try:
-            clips = capture.list_clips(self.directory or context.scene.serep.batch_directory,
+            clips = capture_queue.list_clips(self.directory or context.scene.serep.batch_directory,
                                        [f.name for f in self.files if f.name])
         except ValueError as error:
             self.report({"ERROR"}, str(error))
@@ -108,10 +108,10 @@ class SEREP_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return capture.ACTIVE is not None and not capture.ACTIVE.finished
+        return capture_queue.ACTIVE is not None and not capture_queue.ACTIVE.finished
 
     def execute(self, context):
-        capture.ACTIVE.cancel()
+        capture_queue.ACTIVE.cancel()
         return {"FINISHED"}
 
 
@@ -127,7 +127,7 @@ class SEREP_OT_clear(bpy.types.Operator):
     def execute(self, context):
         obj = _target(context, self.target)
         try:
-            capture.check_target(obj)
+            capture_queue.check_target(obj)
         except ValueError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}

@@ -1,9 +1,11 @@
-"""The sidebar's settings, saved with the scene (runtime job state lives in `capture.py`, not in the file)."""
+"""The sidebar's settings, saved with the scene (runtime job state lives in `capture_queue.py`, not in the file)."""
 
 from __future__ import annotations
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from .runner import contract
 
 MODE_ITEMS = [
     ("BASIS", "Basis", "A few SEREP_ shape keys holding the expression basis, their weights keyed per frame"),
@@ -15,10 +17,27 @@ HEAD_ITEMS = [
     ("OBJECT", "Object", "Key the head rotation on the target object"),
     ("BONE", "Bone", "Key the head rotation on a bone of an armature"),
 ]
-GAP_ITEMS = [
-    ("HOLD", "Hold", "Keep the last expression until the face is found again"),
-    ("INTERPOLATE", "Interpolate", "Blend from the expression before the gap to the one after it"),
-]
+
+
+def option_property(name: str):
+    """The panel's property for one capture option, made from its declaration (contract.CAPTURE_OPTIONS);
+    a choice's identifier is its value in capitals."""
+    (option,) = [o for o in contract.CAPTURE_OPTIONS if o.name == name]
+    if option.choices:
+        items = [(value.upper(), value.title(), description) for value, description in option.choices]
+        return EnumProperty(name=option.label, items=items, default=option.default.upper(), description=option.help)
+    if option.kind is bool:
+        return BoolProperty(name=option.label, default=option.default, description=option.help)
+    number = IntProperty if option.kind is int else FloatProperty
+    return number(name=option.label, min=option.low, max=option.high, default=option.default, description=option.help)
+
+
+def capture_options(settings) -> contract.JobOptions:
+    """The panel's capture options as the job's."""
+    values = {o.name: getattr(settings, o.name) for o in contract.CAPTURE_OPTIONS if o.panel}
+    values.update({o.name: values[o.name].lower() for o in contract.CAPTURE_OPTIONS if o.panel and o.choices})
+    return contract.JobOptions(**values)
+
 _clip_info: dict[str, tuple[float, int] | None] = {}  # clip path -> (fps, frames), read by Blender's own decoder
 
 
@@ -66,10 +85,8 @@ class SerepSettings(bpy.types.PropertyGroup):
     target: PointerProperty(name="Target", type=bpy.types.Object, poll=_is_mesh,
                             description="The mesh to animate (empty: the active object)")
     mode: EnumProperty(name="Output", items=MODE_ITEMS, default="BASIS")
-    smoothing: FloatProperty(name="Smoothing", min=0.0, max=10.0, default=1.0,
-                             description="Temporal smoothing of the expression (0: raw per-frame capture)")
-    gaps: EnumProperty(name="Face Lost", items=GAP_ITEMS, default="HOLD",
-                       description="What the animation does on frames where no face is found")
+    smoothing: option_property("smoothing")
+    gaps: option_property("gaps")
     head: EnumProperty(name="Head Rotation", items=HEAD_ITEMS, default="NONE")
     armature: PointerProperty(name="Armature", type=bpy.types.Object, poll=_is_armature)
     bone: StringProperty(name="Bone", description="Bone of the armature that turns the head")

@@ -1,9 +1,13 @@
 """One engine worker process seen from Blender: started with the DESIGN.md command, its JSON lines read by
-a thread into a queue, drained by `poll()` from the main thread (a timer or a wait loop), never blocking."""
+a thread into a queue, drained by `poll()` from the main thread (a timer or a wait loop), never blocking.
+
+The job, the result checks and the messages come from the engine's own contract module
+(`serep_engine.contract`, standard library and numpy only), imported from the engine's folder: both sides
+of the process boundary read and write them with the same code."""
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
 import queue
 import signal
@@ -20,6 +24,15 @@ def engine_path() -> Path:
     """Where the `serep_engine` package is: inside the installed extension, or beside the add-on in a checkout."""
     bundled = ADDON_DIR / "engine"
     return bundled if (bundled / "serep_engine").is_dir() else ADDON_DIR.parent
+
+
+def _import_contract():
+    if str(engine_path()) not in sys.path:
+        sys.path.append(str(engine_path()))
+    return importlib.import_module("serep_engine.contract")
+
+
+contract = _import_contract()
 
 
 def worker_environment(bundled_site: str | None, cache_dir: str | None) -> dict:
@@ -100,18 +113,18 @@ class WorkerRun:
     def _take(self, raw: bytes) -> None:
         state = self.state
         try:
-            message = json.loads(raw)
-            kind = message["type"]
-        except (ValueError, KeyError, TypeError):
+            message = contract.decode_message(raw)
+        except contract.MessageError:
             state.warnings.append(f"worker said something outside the protocol: {raw[:200]!r}")
             return
+        kind = message["type"]
         if kind == "progress":
             state.stage, state.done, state.total = message["stage"], message["done"], message["total"]
-            state.fps = message.get("fps", 0.0)
+            state.fps = message["fps"]
         elif kind == "warning":
             state.warnings.append(message["message"])
         elif kind == "error":
-            state.error, state.traceback = message["message"], message.get("traceback", "")
+            state.error, state.traceback = message["message"], message["traceback"]
             state.cancelled = bool(message.get("cancelled"))
         elif kind == "done":
             state.result = message["result"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import capture
+from . import capture_queue
 from .properties import cached_clip_info
 
 
@@ -15,7 +15,7 @@ class _SidebarMixin:
 
 
 def _running() -> bool:
-    return capture.ACTIVE is not None and not capture.ACTIVE.finished
+    return capture_queue.ACTIVE is not None and not capture_queue.ACTIVE.finished
 
 
 class SEREP_PT_main(_SidebarMixin, bpy.types.Panel):
@@ -68,7 +68,7 @@ class SEREP_PT_run(_SidebarMixin, bpy.types.Panel):
         if prefs is not None:
             layout.prop(prefs.preferences, "device")
         if _running():
-            queue = capture.ACTIVE
+            queue = capture_queue.ACTIVE
             layout.progress(factor=queue.fraction(), type="BAR", text=queue.status())
             layout.operator("serep.cancel", icon="CANCEL")
             return
@@ -76,10 +76,10 @@ class SEREP_PT_run(_SidebarMixin, bpy.types.Panel):
         op.filepath, op.frame_start, op.frame_end, op.mode = settings.clip, settings.frame_start, \
             settings.frame_end, settings.mode
         op.target = settings.target.name if settings.target else ""
-        if capture.LAST["summary"]:
-            layout.label(text=capture.LAST["summary"], icon="CHECKMARK")
-        if capture.LAST["error"]:
-            layout.label(text=capture.LAST["error"], icon="ERROR")
+        if capture_queue.LAST["summary"]:
+            layout.label(text=capture_queue.LAST["summary"], icon="CHECKMARK")
+        if capture_queue.LAST["error"]:
+            layout.label(text=capture_queue.LAST["error"], icon="ERROR")
         layout.operator("serep.clear", icon="TRASH").target = settings.target.name if settings.target else ""
 
 

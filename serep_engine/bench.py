@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serep_engine.facemodel.ict import default_data_dir
+from serep_engine.paths import data_dir
 
 CLIPS = {"720p": "obama.mp4", "1080p": "skarsgard.mp4"}
 BAKE_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_bake.py"
 
 
 def default_clip(label: str) -> Path:
-    return default_data_dir() / "real" / "videos" / CLIPS[label]
+    return data_dir() / "real" / "videos" / CLIPS[label]
 
 
 def peak_rss_mb() -> float:
@@ -78,12 +78,13 @@ class _TimedTracker:
 
 def stage_times(engine, clip: Path, target, options, max_frames: int | None = None) -> tuple[dict, dict]:
     """Each stage alone, in the order the data flows: (ms per frame, seconds of the per-clip stages)."""
-    from serep_engine.bake.basis import compress
-    from serep_engine.capture.frontend import LiveFrontEnd
-    from serep_engine.capture.pose import HeadPoseEstimator
-    from serep_engine.capture.video import probe, read_frames
-    from serep_engine.engine import engine_threads, fill_gaps, smooth_codes
+    from serep_engine.engine import engine_threads
+    from serep_engine.track.filters import fill_gaps, smooth_codes
     from serep_engine.retarget import fit_target
+    from serep_engine.shapekeys.basis import compress
+    from serep_engine.track.frontend import LiveFrontEnd
+    from serep_engine.track.pose import HeadPoseEstimator
+    from serep_engine.track.video import probe, read_frames
 
     info = probe(clip)
     times: dict = defaultdict(float)
@@ -148,7 +149,7 @@ def stage_times(engine, clip: Path, target, options, max_frames: int | None = No
 
 def end_to_end(engine, clip: Path, target, options, repeats: int, max_frames: int | None = None) -> dict:
     """`Engine.capture` of the clip onto the target: median fps over `repeats` runs after a warm-up run."""
-    from serep_engine.capture.video import probe
+    from serep_engine.track.video import probe
 
     info = probe(clip)
     started = time.perf_counter()  # the first run: lazy imports, and the target's fit if not cached yet

@@ -1,6 +1,6 @@
 """Batch baking of many clips over many processes or machines, with Dask (docs/distributed.md says why Dask).
 
-The unit of work is the add-on's own: one job file per clip (serep_engine/job.py, DESIGN.md) run by
+The unit of work is the add-on's own: one job file per clip (serep_engine/contract/job.py, DESIGN.md) run by
 `python -m serep_engine worker --job JOB` in a child process of a Dask worker, its JSON lines read back. So a
 clip baked on the farm is baked exactly as it is from Blender, a crash or a leak ends with its process, and a
 task that is cancelled ends its worker with SIGTERM (the worker stops cleanly on it).
@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from serep_engine.job import Job, JobOptions
+from serep_engine.contract import Job, JobOptions
 
 
 def write_jobs(clips: Sequence[str | os.PathLike], out_dir: str | os.PathLike, target: str | os.PathLike | None = None,

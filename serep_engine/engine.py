@@ -1,7 +1,8 @@
 """The engine's Python API: video in, a capture result (DESIGN.md contract) out.
 
     engine = Engine.from_pretrained(device="auto")
-    result = engine.capture("take.mp4", target=TargetMesh(vertices, triangles), progress=print)
+    character = engine.fit(TargetMesh(vertices, triangles))  # once per mesh; cached on disk too
+    result = engine.capture("take.mp4", target=character, progress=print)
     result.save("take.npz")
 
 Per frame: the tracking front end (mediapipe landmarks, smoothed similarity crop), the capture model
@@ -20,14 +21,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from serep_engine.bake.basis import compress
-from serep_engine.bake.result import CaptureResult
-from serep_engine.capture.filters import OneEuroFilter
+from serep_engine.cache import cached_array
+from serep_engine.contract import CaptureResult, JobOptions
 from serep_engine.device import pick_device
+from serep_engine.shapekeys.basis import compress
+from serep_engine.track.crop import invert_transform
+from serep_engine.track.filters import fill_gaps, smooth_codes
+from serep_engine.track.video import VideoInfo, probe
+
+if TYPE_CHECKING:
+    from serep_engine.retarget import Registration
 
 ProgressFn = Callable[[int, int, str, float], None]  # (done, total, stage, fps)
 
@@ -57,12 +65,9 @@ class TargetMesh:
 
 
 @dataclass
-class CaptureOptions:
-    smoothing: float = 1.0  # strength of the codes' One Euro filter (0 = raw codes)
-    gaps: str = "hold"  # frames without a face: "hold" the last code or "interpolate" across the gap
-    tolerance_cm: float = 0.005  # largest per-vertex error of the shape-key basis, in the template's cm
-    max_keys: int | None = None
-    arkit: bool = False  # also solve ARKit weights
+class CaptureOptions(JobOptions):
+    """The user's capture options (contract.CAPTURE_OPTIONS) and how the engine runs them."""
+
     batch_size: int = 16
     track_workers: int = 1  # processes that decode and track chunks of the clip in parallel (1: threads only)
 
@@ -101,7 +106,8 @@ class Engine:
         first on one character skips the sparse factorisation and solve (0.4-1 s on a laptop CPU)."""
         import hashlib
 
-        from serep_engine.facemodel.identities import cache_dir
+        from serep_engine.paths import cache_dir
+
 
         if self._model_digest is None:
             digest = hashlib.sha256()
@@ -110,31 +116,22 @@ class Engine:
             self._model_digest = digest.hexdigest()
         neutral = np.ascontiguousarray(neutral)
         key = hashlib.sha256(f"{self._model_digest}{neutral.dtype}{neutral.shape}".encode() + neutral.tobytes())
-        path = cache_dir() / "identity-bases" / f"{key.hexdigest()[:32]}.npy"
-        if path.exists():
-            try:
-                return np.load(path, allow_pickle=False)
-            except (OSError, ValueError):  # a damaged entry (a full disk, a killed process) is made again
-                pass
-        with torch.no_grad():
-            basis = self.expression_model.identity_basis(neutral).numpy().astype(np.float32)
-        partial = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(partial, basis)
-            os.replace(partial, path)
-        except OSError:  # no cache (read-only or full disk) only costs time
-            partial.unlink(missing_ok=True)
-        return basis
+
+        def decode() -> np.ndarray:
+            with torch.no_grad():
+                return self.expression_model.identity_basis(neutral).numpy().astype(np.float32)
+
+        return cached_array(cache_dir() / "identity-bases" / f"{key.hexdigest()[:32]}.npy", decode)
 
     # -- per frame (live use) --------------------------------------------------------------------------
-    def capture_frame(self, rgb: np.ndarray) -> FrameCapture:
-        """One RGB uint8 frame of a live stream (frames in order; tracking and smoothing carry over)."""
-        from serep_engine.capture.frontend import LiveFrontEnd
-        from serep_engine.capture.pose import HeadPoseEstimator
+    def capture_frame(self, rgb: np.ndarray, fps: float = 30.0) -> FrameCapture:
+        """One RGB uint8 frame of a live stream at `fps` (frames in order; tracking and the crop's smoothing
+        carry over): the raw code, as `track` gives it for the same frame of a clip."""
+        from serep_engine.track.frontend import LiveFrontEnd
+        from serep_engine.track.pose import HeadPoseEstimator
 
         if self._live is None:
-            self._live = (LiveFrontEnd(), HeadPoseEstimator(self.face_model))
+            self._live = (LiveFrontEnd(fps, self.capture_model.crop_size), HeadPoseEstimator(self.face_model))
         front, pose = self._live
         frame = front(rgb)
         if not frame.found:
@@ -145,28 +142,37 @@ class Engine:
         return FrameCapture(True, code, frame.landmarks, pose(frame.landmarks, rgb.shape[:2]))
 
     # -- whole clips ----------------------------------------------------------------------------------
-    def capture(self, video_path: str | os.PathLike, start: int = 0, end: int | None = None,
-                target: TargetMesh | None = None, options: CaptureOptions | None = None,
-                progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None) -> CaptureResult:
-        options = options or CaptureOptions()
-        with engine_threads():
-            tracked = self.track(video_path, start, end, options, progress, should_stop)
-            return self.bake(tracked, target, options, progress)
+    def fit(self, target: TargetMesh) -> Registration:
+        """The face template fitted to the artist's mesh (retarget/fit.py); raises when no face is found."""
+        from serep_engine.retarget import fit_target
 
-    def track(self, video_path, start: int = 0, end: int | None = None, options: CaptureOptions | None = None,
-              progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
+        return fit_target(self.face_model, target.vertices, target.triangles, target.landmarks)
+
+    def capture(self, video: str | os.PathLike | VideoInfo, start: int = 0, end: int | None = None,
+                target: Registration | TargetMesh | None = None, options: CaptureOptions | None = None,
+                progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None) -> CaptureResult:
+        """The clip's range captured onto `target`: a mesh fitted with `fit` (or fitted here), or None for the
+        template's neutral face. `video`: a path, or its probe."""
+        options = options or CaptureOptions()
+        registration = self.fit(target) if isinstance(target, TargetMesh) else target
+        with engine_threads():
+            tracked = self.track(video, start, end, options, progress, should_stop)
+            return self.retarget(tracked, registration, options, progress)
+
+    def track(self, video: str | os.PathLike | VideoInfo, start: int = 0, end: int | None = None,
+              options: CaptureOptions | None = None, progress: ProgressFn | None = None,
+              should_stop: Callable[[], bool] | None = None) -> dict:
         """Front end + capture model over the clip's range: per-frame raw codes, landmarks, pose, flags.
 
         Three stages overlap (OpenCV, mediapipe's graph and torch release the GIL): a thread decodes frames
         ahead, this thread tracks, crops and fits the head pose, and a model thread runs the capture model
         on batches of crops, at most two batches behind. With `options.track_workers` > 1, processes decode
-        and track chunks of the clip in parallel instead (capture/frontend.py: parallel_front_end)."""
-        from serep_engine.capture.frontend import front_end, parallel_front_end
-        from serep_engine.capture.pose import HeadPoseEstimator
-        from serep_engine.capture.video import probe
+        and track chunks of the clip in parallel instead (track/frontend.py: parallel_front_end)."""
+        from serep_engine.track.frontend import front_end, parallel_front_end
+        from serep_engine.track.pose import HeadPoseEstimator
 
         options = options or CaptureOptions()
-        info = probe(video_path)
+        info = video if isinstance(video, VideoInfo) else probe(video)
         last = info.frame_count if end is None else min(end, info.frame_count)
         total = max(last - start, 0)
         pose = HeadPoseEstimator(self.face_model)
@@ -180,7 +186,7 @@ class Engine:
                                                            [f.crop_landmarks for _, f in batch])
             for (position, frame), code, crop_points in zip(batch, predicted, points):
                 codes[position] = code
-                inverse = cv_invert(frame.transform)
+                inverse = invert_transform(frame.transform)
                 landmarks68[position] = crop_points @ inverse[:, :2].T + inverse[:, 2]
 
         def flush(keep: int) -> None:
@@ -191,10 +197,10 @@ class Engine:
                 in_flight.popleft().result()  # raises the model thread's error here
 
         if options.track_workers > 1:  # crops come at the network's input size (the same pixels predict makes)
-            stream = parallel_front_end(video_path, start, end, options.track_workers, self.capture_model.crop_size,
+            stream = parallel_front_end(info, start, end, options.track_workers, self.capture_model.crop_size,
                                         self.capture_model.config.source_size)
         else:
-            stream = front_end(video_path, start, end, crop_size=self.capture_model.crop_size)
+            stream = front_end(info, start, end, crop_size=self.capture_model.crop_size)
         with engine_threads(), ThreadPoolExecutor(1, thread_name_prefix="serep-model") as model:
             try:
                 for frame in stream:
@@ -222,18 +228,19 @@ class Engine:
                 for job in in_flight:
                     job.cancel()
         if not frames:
-            raise ValueError(f"no frames in the range {start}..{end} of {video_path}")
+            raise ValueError(f"no frames in the range {start}..{end} of {info.path}")
         found = np.array(found, bool)
         if not found.any():
-            raise NoFaceError(f"no face was found in any of the {len(frames)} frames of {video_path}")
+            raise NoFaceError(f"no face was found in any of the {len(frames)} frames of {info.path}")
         dim = self.capture_model.code_dim
         raw = np.array([c if c is not None else np.full(dim, np.nan) for c in codes], np.float32)
         return {"frames": np.array(frames), "fps": info.fps, "face_found": found, "codes_raw": raw,
                 "landmarks2d": np.stack(landmarks68).astype(np.float32), "head_pose": np.stack(poses)}
 
-    def bake(self, tracked: dict, target: TargetMesh | None, options: CaptureOptions,
-             progress: ProgressFn | None = None) -> CaptureResult:
-        """Fill gaps, smooth, decode onto the target and compress into a shape-key basis."""
+    def retarget(self, tracked: dict, registration: Registration | None, options: CaptureOptions,
+                 progress: ProgressFn | None = None) -> CaptureResult:
+        """Fill gaps, smooth, decode onto the fitted target (None: the template) and compress into a shape-key
+        basis."""
         found = tracked["face_found"]
         raw = fill_gaps(tracked["codes_raw"], found, options.gaps)
         codes = smooth_codes(raw, tracked["fps"], options.smoothing, found)
@@ -241,13 +248,9 @@ class Engine:
         if progress is not None:
             progress(0, 1, "retargeting", 0.0)
         with torch.no_grad():
-            if target is None:
-                template_basis = self.identity_basis(self.face_model.face_neutral)
-                user_basis, registration = template_basis, None
+            if registration is None:
+                template_basis = user_basis = self.identity_basis(self.face_model.face_neutral)
             else:
-                from serep_engine.retarget import fit_target
-
-                registration = fit_target(self.face_model, target.vertices, target.triangles, target.landmarks)
                 template_basis = self.identity_basis(registration.neutral)
                 user_basis = registration.to_user(template_basis)
         tolerance = options.tolerance_cm * (1.0 if registration is None else registration.scale_to_user)
@@ -286,40 +289,3 @@ def engine_threads():
             yield
     finally:
         torch.set_num_threads(before)
-
-
-def cv_invert(transform: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x3 affine transform."""
-    a = np.vstack([transform, [0.0, 0.0, 1.0]])
-    return np.linalg.inv(a)[:2]
-
-
-def fill_gaps(values: np.ndarray, found: np.ndarray, how: str = "hold") -> np.ndarray:
-    """Frames without a face take the last found value ("hold"; before the first, the first) or a linear
-    blend of the found values on either side ("interpolate")."""
-    if how not in ("hold", "interpolate"):
-        raise ValueError(f"gaps must be 'hold' or 'interpolate', not {how!r}")
-    values = np.array(values, np.float32)
-    good = np.flatnonzero(found & np.isfinite(values).all(axis=1))
-    if len(good) == 0:
-        return np.nan_to_num(values)
-    positions = np.arange(len(values))
-    if how == "interpolate":
-        for column in range(values.shape[1]):
-            values[:, column] = np.interp(positions, good, values[good, column])
-        return values
-    source = good[np.clip(np.searchsorted(good, positions, side="right") - 1, 0, None)]
-    return values[source]
-
-
-def smooth_codes(codes: np.ndarray, fps: float, strength: float, found: np.ndarray | None = None) -> np.ndarray:
-    """One Euro filter over time with one strength setting (0 = off); restarts after a gap."""
-    if strength <= 0:
-        return codes.astype(np.float32)
-    one_euro = OneEuroFilter(fps, min_cutoff=2.0 / strength, beta=0.5)
-    out = np.empty_like(codes, dtype=np.float32)
-    for f, code in enumerate(codes):
-        if found is not None and not found[f]:
-            one_euro.reset()
-        out[f] = one_euro(code)
-    return out

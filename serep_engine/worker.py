@@ -1,14 +1,11 @@
 """The background worker (DESIGN.md contract): `python -m serep_engine worker --job JOB`.
 
-Stdout carries one JSON object per line and nothing else:
-    {"type": "progress", "done": n, "total": N, "stage": "...", "fps": f}
-    {"type": "warning", "message": "..."}
-    {"type": "error", "message": "...", "traceback": "..."}      (exit status 1; 130 when cancelled)
-    {"type": "done", "result": "PATH"}                            (exit status 0)
-The done line may add "arkit_keys": {ARKit name: the target's shape key} when the job asks for ARKit weights.
-Everything else that anything prints, from Python or from C libraries, goes to stderr: the protocol writes to
-a private copy of the original stdout and file descriptor 1 is pointed at stderr. SIGINT and SIGTERM only set
-a flag; the capture checks it between frames and stops with a cancelled error line, writing no result.
+Stdout carries one JSON object per line and nothing else: the messages of `contract/messages.py` (exit
+status 0 after "done", 1 after "error", 130 when cancelled). The done line adds "arkit_keys": {the target's
+shape key: its ARKit name} when the job asks for ARKit weights. Everything else that anything prints, from
+Python or from C libraries, goes to stderr: the protocol writes to a private copy of the original stdout and
+file descriptor 1 is pointed at stderr. SIGINT and SIGTERM only set a flag; the capture checks it between
+frames and stops with a cancelled error line, writing no result.
 
 A worker never outlives the program that started it: when its parent process is gone (Blender quit or was
 killed) it stops as if cancelled, and leaves at once if it has not stopped after a grace period. A GPU that runs
@@ -17,7 +14,6 @@ out of memory is retried with half the batch, down to one frame, then on the CPU
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -26,6 +22,8 @@ import time
 import traceback
 from dataclasses import asdict
 from typing import TextIO
+
+from serep_engine.contract import Job, encode_message
 
 CANCELLED_EXIT = 130
 ORPHAN_GRACE_S = 10.0  # after the parent is gone, how long a stop may take before the worker just leaves
@@ -38,7 +36,7 @@ class Protocol:
         self.stream = stream
 
     def send(self, kind: str, **fields) -> None:
-        self.stream.write(json.dumps({"type": kind, **fields}) + "\n")
+        self.stream.write(encode_message(kind, **fields))
         self.stream.flush()
 
     def progress(self, done: int, total: int, stage: str, fps: float) -> None:
@@ -75,14 +73,13 @@ def run(job_path: str, protocol: Protocol) -> int:
 
 
 def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
-    from serep_engine.capture.video import probe
-    from serep_engine.job import Job
+    from serep_engine.track.video import probe
 
     job = Job.load(job_path)
-    info = probe(job.clip)
-    if job.frame_start >= info.frame_count:
-        raise ValueError(f"frame_start {job.frame_start} is past the clip's end ({info.frame_count} frames)")
-    end = info.frame_count if job.frame_end is None else min(job.frame_end, info.frame_count)
+    video = probe(job.clip)  # once: the engine and the front end are handed this
+    if job.frame_start >= video.frame_count:
+        raise ValueError(f"frame_start {job.frame_start} is past the clip's end ({video.frame_count} frames)")
+    end = video.frame_count if job.frame_end is None else min(job.frame_end, video.frame_count)
     protocol.progress(0, end - job.frame_start, "loading", 0.0)
 
     from serep_engine.engine import Cancelled, CaptureOptions, Engine, TargetMesh
@@ -90,12 +87,10 @@ def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
     engine = Engine.from_pretrained(device=job.device)
     if stop.is_set():
         raise Cancelled("capture cancelled")
-    target = None if job.target is None else TargetMesh.load(job.target)
-    if target is not None:  # a mesh without a face is said before the clip is tracked; the fit is cached
-        from serep_engine.retarget import fit_target
-
+    registration = None
+    if job.target is not None:  # fitted once, before the clip is tracked: a mesh without a face is said early
         protocol.progress(0, 1, "fitting the target", 0.0)
-        fit_target(engine.face_model, target.vertices, target.triangles, target.landmarks)
+        registration = engine.fit(TargetMesh.load(job.target))
     options = CaptureOptions(**asdict(job.options))
 
     def attempt(batch_size: int, device: str):
@@ -103,7 +98,7 @@ def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
         if device != engine.device.type:
             engine = Engine.from_pretrained(device=device)
         options.batch_size = batch_size
-        return engine.capture(job.clip, job.frame_start, end, target=target, options=options,
+        return engine.capture(video, job.frame_start, end, target=registration, options=options,
                               progress=protocol.progress, should_stop=stop.is_set)
 
     result = with_memory_fallback(attempt, options.batch_size, engine.device.type, protocol)
@@ -151,7 +146,7 @@ def with_memory_fallback(attempt, batch_size: int, device: str, protocol: Protoc
 
 def _watch_parent(parent: int, stop: threading.Event, interval: float = 0.5) -> None:
     """Stop when the process that started the worker is gone (it is re-parented); leave if stopping hangs."""
-    if os.name != "posix":  # Windows: the add-on ends its worker when it stops (see serep_blender/capture.py)
+    if os.name != "posix":  # Windows: the add-on ends its worker when it stops (see serep_blender/capture_queue.py)
         return
     while os.getppid() == parent:
         time.sleep(interval)

@@ -6,6 +6,13 @@ import pytest
 from serep_engine.facemodel.ict import default_ict_path
 
 
+def pytest_collection_modifyitems(items):
+    """Tests of the installed extension are slow (the zip is built, with its wheels, once per session)."""
+    for item in items:
+        if "blender_extension" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):
     """Deformation-transfer results of the tests go to a throwaway cache unless SEREP_CACHE is set."""

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from serep_engine.bake.basis import compress
-from serep_engine.bake.result import CaptureResult, ResultFileError
+from serep_engine.contract.result import CaptureResult, ResultFileError
+from serep_engine.shapekeys.basis import compress
 
 
 def make_result(n_frames=5, keys=4, vertices=10, **overrides):

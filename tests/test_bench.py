@@ -13,15 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from serep_engine.bake.basis import compress
-from serep_engine.capture.frontend import LiveFrontEnd, ahead, front_end, parallel_front_end
 from serep_engine.capture.model import CaptureModel, CaptureModelConfig, CaptureNet
-from serep_engine.capture.pose import HeadPoseEstimator
-from serep_engine.capture.video import probe, read_frames
-from serep_engine.engine import CaptureOptions, Engine, cv_invert, engine_threads
-from serep_engine.facemodel.ict import default_data_dir
+from serep_engine.engine import CaptureOptions, Engine, engine_threads
+from serep_engine.track.crop import invert_transform
+from serep_engine.paths import data_dir
+from serep_engine.shapekeys.basis import compress
+from serep_engine.track.frontend import LiveFrontEnd, ahead, front_end, parallel_front_end
+from serep_engine.track.pose import HeadPoseEstimator
+from serep_engine.track.video import probe, read_frames
 
-VIDEOS = default_data_dir() / "real" / "videos"
+VIDEOS = data_dir() / "real" / "videos"
 CLIP = VIDEOS / "May_5s.mp4"  # 512x512, 25 fps, a face in every frame
 OTHER_CLIP = VIDEOS / "WDA_KatieHill_000.mp4"
 
@@ -88,7 +89,7 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model):
         frame = live(rgb, index)
         assert frame.found
         code, points = model.predict([frame.crop], [frame.crop_landmarks])
-        inverse = cv_invert(frame.transform)
+        inverse = invert_transform(frame.transform)
         codes.append(code[0])
         landmarks.append(points[0] @ inverse[:, :2].T + inverse[:, 2])
         poses.append(pose(frame.landmarks, (info.height, info.width)))
@@ -97,6 +98,10 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model):
     np.testing.assert_allclose(tracked["codes_raw"], np.array(codes), atol=1e-4)
     np.testing.assert_allclose(tracked["landmarks2d"], np.array(landmarks), atol=1e-2)
     np.testing.assert_allclose(tracked["head_pose"], np.array(poses), atol=1e-5)
+    live_frames = [engine.capture_frame(rgb, info.fps) for _, rgb in read_frames(CLIP, 0, 30)]  # live use
+    assert all(frame.found for frame in live_frames)
+    np.testing.assert_allclose(np.array([f.code for f in live_frames]), tracked["codes_raw"], atol=1e-4)
+    np.testing.assert_allclose(np.array([f.head_pose for f in live_frames]), tracked["head_pose"], atol=1e-5)
 
 
 def test_a_cancelled_track_leaves_no_thread_behind(face_model):
@@ -148,12 +153,14 @@ def smooth_take(frames: int, vertices: int, keys: int = 32, seed: int = 0):
     basis = rng.normal(size=(keys, vertices, 3)) * np.exp(-np.arange(keys) / 5)[:, None, None] * 0.2
     basis[:, : vertices // 3] = 0.0  # a still part (back of the head): never touched by the error scan
     t = np.linspace(0, 20, frames)[:, None]
-    weights = np.sin(t * rng.uniform(0.2, 2.0, keys) + rng.uniform(0, 6, keys)) + 0.05 * rng.normal(size=(frames, keys))
+    weights = np.sin(t * rng.uniform(0.2, 2.0, keys) + rng.uniform(0, 6, keys))
+    weights += 0.05 * rng.normal(size=(frames, keys))
     return basis.astype(np.float32), weights.astype(np.float32)
 
 
 def true_error(basis, weights, new_basis, new_weights) -> float:
-    return float(np.linalg.norm(np.tensordot(new_weights, new_basis, 1) - np.tensordot(weights, basis, 1), axis=2).max())
+    difference = np.tensordot(new_weights, new_basis, 1) - np.tensordot(weights, basis, 1)
+    return float(np.linalg.norm(difference, axis=2).max())
 
 
 def test_compress_reports_its_true_error_and_keeps_the_fewest_keys():
@@ -181,12 +188,14 @@ def test_compress_memory_does_not_grow_with_frames_times_vertices():
 
 
 # -- serep bench ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_serep_bench_json_contract(tmp_path, repo_root):
     """A short run on small clips with a stand-in capture model (the shipped one's architecture): the last
     stdout line carries the contract's keys; the numbers themselves are measured, never asserted."""
     needs_clips()
     untrained_capture_model().save(tmp_path / "model")
-    done = subprocess.run([sys.executable, "-m", "serep_engine", "bench", "--json", "--weights", str(tmp_path / "model"),
+    done = subprocess.run([sys.executable, "-m", "serep_engine", "bench", "--json",
+                           "--weights", str(tmp_path / "model"),
                            "--clip-720p", str(CLIP), "--clip-1080p", str(OTHER_CLIP), "--frames", "12",
                            "--repeats", "1", "--no-bake"], cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

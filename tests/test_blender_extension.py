@@ -177,7 +177,7 @@ def test_a_clip_the_engine_cannot_read_is_reported_and_changes_nothing(addon, he
     with pytest.raises(RuntimeError, match="notes.mp4"):
         bpy.ops.serep.capture(filepath=str(tmp_path / "notes.mp4"), wait=True)
     assert [b.name for b in head.data.shape_keys.key_blocks] == names and not bpy.data.actions
-    assert "notes.mp4" in addon.capture.LAST["error"]
+    assert "notes.mp4" in addon.capture_queue.LAST["error"]
 
 
 def test_cancel_stops_the_worker_and_leaves_the_mesh_untouched(addon, head, repo_root):
@@ -190,20 +190,20 @@ def test_cancel_stops_the_worker_and_leaves_the_mesh_untouched(addon, head, repo
         pytest.skip("real clips not found (../shared/data beside the repository)")
     names = [b.name for b in head.data.shape_keys.key_blocks]
     assert bpy.ops.serep.capture(filepath=str(clip), wait=False) == {"FINISHED"}
-    queue = addon.capture.ACTIVE
-    assert bpy.app.timers.is_registered(addon.capture.tick) and not bpy.ops.serep.capture.poll()
+    queue = addon.capture_queue.ACTIVE
+    assert bpy.app.timers.is_registered(addon.capture_queue.tick) and not bpy.ops.serep.capture.poll()
     deadline = time.monotonic() + 60
     while queue.run is None or queue.run.state.stage == "starting":
-        assert addon.capture.tick() is not None and time.monotonic() < deadline, addon.capture.LAST
+        assert addon.capture_queue.tick() is not None and time.monotonic() < deadline, addon.capture_queue.LAST
         time.sleep(0.05)
     assert bpy.ops.serep.cancel() == {"FINISHED"}
-    while addon.capture.tick() is not None:
+    while addon.capture_queue.tick() is not None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert queue.finished and queue.cancelled and not queue.baked
-    assert "cancelled" in addon.capture.LAST["summary"]
+    assert "cancelled" in addon.capture_queue.LAST["summary"]
     assert [b.name for b in head.data.shape_keys.key_blocks] == names and not bpy.data.actions
-    bpy.app.timers.unregister(addon.capture.tick)
+    bpy.app.timers.unregister(addon.capture_queue.tick)
 
 
 # -- end to end: real clips through the installed extension's worker (needs the capture model's weights) ----
@@ -230,7 +230,7 @@ def test_capture_60_frames_of_a_real_clip_in_each_mode(capture_ready, addon, hea
     before = user_state(head)
     clip = VIDEOS / "liveportrait_d10.mp4"  # large mouth shapes
     assert bpy.ops.serep.capture(filepath=str(clip), frame_start=20, frame_end=80, mode=mode, wait=True) \
-        == {"FINISHED"}, addon.capture.LAST
+        == {"FINISHED"}, addon.capture_queue.LAST
     key = head.data.shape_keys
     serep_keys = [b.name for b in key.key_blocks if b.name.startswith("SEREP_")]
     fcurves = fcurves_of(key)
@@ -243,14 +243,14 @@ def test_capture_60_frames_of_a_real_clip_in_each_mode(capture_ready, addon, hea
         assert not serep_keys and {fc.data_path for fc in fcurves} <= {f'key_blocks["{n}"].value' for n in ARKIT_KEYS}
         assert len(fcurves) == 3 and all(len(fc.keyframe_points) == 60 for fc in fcurves)
     start, end = key.animation_data.action.frame_range
-    from serep_engine.capture.video import probe
+    from serep_engine.track.video import probe
 
     assert end - start == pytest.approx(59 * bpy.context.scene.render.fps / probe(clip).fps, abs=1e-3)
     shapes = np.stack([evaluated_co(head, frame) for frame in np.linspace(start, end, 8)])
     assert np.abs(shapes - shapes[0]).max() > 1e-4  # the face moves (metres: 0.1 mm)
     after = user_state(head)
     assert all(np.array_equal(after[n][0], before[n][0]) for n in before)
-    assert "baked 1 clip(s), 60 frames" in addon.capture.LAST["summary"]
+    assert "baked 1 clip(s), 60 frames" in addon.capture_queue.LAST["summary"]
 
 
 def test_batch_of_clips_gives_one_action_each_and_skips_a_broken_one(capture_ready, addon, head, tmp_path):
@@ -262,7 +262,8 @@ def test_batch_of_clips_gives_one_action_each_and_skips_a_broken_one(capture_rea
     assert bpy.ops.serep.capture_batch(directory=str(tmp_path), mode="BASIS", wait=True) == {"FINISHED"}
     actions = sorted(a.name for a in bpy.data.actions if a.get("serep_clip"))
     assert actions == ["liveportrait_d0", "videoretalking_5"]
-    assert "broken.mp4" in addon.capture.LAST["error"] and "baked 2 clip(s)" in addon.capture.LAST["summary"]
+    last = addon.capture_queue.LAST
+    assert "broken.mp4" in last["error"] and "baked 2 clip(s)" in last["summary"]
     key = head.data.shape_keys
     for name in actions:  # each Action holds the other clip's keys at 0
         action = bpy.data.actions[name]

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from serep_engine.bake.result import CaptureResult
 from serep_engine.capture.model import PATCHES, CaptureModelConfig, CaptureNet, GradientReversal, cut_patch
-from serep_engine.facemodel.ict import default_data_dir
+from serep_engine.contract.result import CaptureResult
+from serep_engine.paths import data_dir
 
-CLIP = default_data_dir() / "real" / "videos" / "liveportrait_d0.mp4"
-AFW = default_data_dir() / "real" / "faces68" / "afw"
+CLIP = data_dir() / "real" / "videos" / "liveportrait_d0.mp4"
+AFW = data_dir() / "real" / "faces68" / "afw"
 
 
 def needs_clip():
@@ -53,6 +53,7 @@ def test_region_patches_follow_the_landmarks_or_fall_back_to_the_average_place()
     assert patches[1].max() == 0.0  # no landmarks: the average mouth place, far from the square
 
 
+@pytest.mark.slow
 def test_balanced_code_loss_makes_a_blink_count(face_model):
     from serep_engine.capture.train import balanced_gram, region_gram, region_grams
     from serep_engine.expression.model import ExpressionModel
@@ -85,6 +86,7 @@ def test_warm_start_copies_the_tensors_that_fit(tmp_path):
     assert later.fuse[0].weight.shape != earlier.fuse[0].weight.shape  # left as initialised
 
 
+@pytest.mark.slow
 def test_tiny_training_run_lowers_its_losses(face_model, tmp_path):
     needs_clip()
     from serep_engine.capture.model import CaptureModel
@@ -145,6 +147,7 @@ def _run_cli(*args):
     return subprocess.run([sys.executable, "-m", "serep_engine", *map(str, args)], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_capture_cli_writes_a_valid_result_and_a_preview(tmp_path):
     needs_clip()
     out, preview = tmp_path / "take one.npz", tmp_path / "preview.mp4"
@@ -177,9 +180,9 @@ def test_capture_of_a_clip_without_faces_fails_cleanly(tmp_path):
 
 def test_head_pose_is_sane_on_a_frontal_clip(face_model):
     needs_clip()
-    from serep_engine.capture.frontend import front_end
-    from serep_engine.capture.pose import HeadPoseEstimator
-    from serep_engine.capture.video import probe
+    from serep_engine.track.frontend import front_end
+    from serep_engine.track.pose import HeadPoseEstimator
+    from serep_engine.track.video import probe
 
     info = probe(CLIP)
     estimator = HeadPoseEstimator(face_model)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from serep_engine.bake.result import CaptureResult
+from serep_engine.contract.job import Job
+from serep_engine.contract.result import CaptureResult
 from serep_engine.distributed import run_batch, write_jobs
-from serep_engine.facemodel.ict import default_data_dir
-from serep_engine.job import Job
+from serep_engine.paths import data_dir
 
-VIDEOS = default_data_dir() / "real" / "videos"
+VIDEOS = data_dir() / "real" / "videos"
 CLIPS = [VIDEOS / "May_5s.mp4", VIDEOS / "WDA_KatieHill_000.mp4"]
 DASK = Path(sys.executable).with_name("dask")
 
@@ -77,6 +77,7 @@ def farm(tmp_path):
         logs.close()
 
 
+@pytest.mark.slow
 def test_a_farm_of_two_workers_bakes_each_clip_and_reports_a_broken_one(tmp_path, farm):
     needs_clips()
     broken = tmp_path / "broken.mp4"
@@ -94,6 +95,7 @@ def test_a_farm_of_two_workers_bakes_each_clip_and_reports_a_broken_one(tmp_path
     assert len({o["pid"] for o in outcomes.values()}) == 2  # both workers took clips
 
 
+@pytest.mark.slow
 def test_serep_batch_on_local_processes(tmp_path, repo_root):
     needs_clips()
     clips = tmp_path / "takes"

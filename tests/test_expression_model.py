@@ -65,6 +65,7 @@ def test_save_and_load_round_trip(random_model, tmp_path):
     torch.testing.assert_close(loaded.anchor_basis, random_model.anchor_basis)
 
 
+@pytest.mark.slow
 def test_tiny_training_run_losses_fall(face_model, tmp_path):
     """A 6-dimensional code initialised from only six samples: refining on fresh samples must lower both
     the training loss and the error on held-out expressions."""
@@ -99,6 +100,7 @@ def test_pretrained_checkpoint_loads():
     assert model.n_vertices == V and not model.training
 
 
+@pytest.mark.slow
 def test_eval_expression_json(repo_root):
     """The contract: the last stdout line is the JSON object with every key."""
     out = subprocess.run(

@@ -1,7 +1,11 @@
 import numpy as np
 import pytest
 
-from serep_engine.facemodel.deformation_transfer import DeformationTransfer, deformation_gradients, outer_boundary
+from serep_engine.facemodel.deformation_transfer import (
+    DeformationTransfer,
+    deformation_gradients,
+    outer_boundary,
+)
 from serep_engine.facemodel.expressions import INDEX, sample_expressions
 from serep_engine.facemodel.ict import FACE_VERTEX_COUNT, ICTModel
 from serep_engine.facemodel.identities import eval_identity, identity_shapes, training_identity
@@ -15,6 +19,7 @@ def test_packed_model_loads(face_model):
     assert face_model.landmarks68.max() < FACE_VERTEX_COUNT
 
 
+@pytest.mark.slow
 def test_obj_checkout_loads_the_same_model(face_model, tmp_path):
     """A user can rebuild from an original ICT-FaceKit checkout (FaceXModel/ OBJ files)."""
     folder = tmp_path / "FaceXModel"

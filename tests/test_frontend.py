@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from serep_engine.capture.filters import OneEuroFilter
-from serep_engine.capture.frontend import front_end
-from serep_engine.facemodel.ict import default_data_dir
+from serep_engine.paths import data_dir
+from serep_engine.track.filters import OneEuroFilter
+from serep_engine.track.frontend import front_end
 
-CLIP = default_data_dir() / "real" / "videos" / "liveportrait_d0.mp4"
+CLIP = data_dir() / "real" / "videos" / "liveportrait_d0.mp4"
 
 
 def test_one_euro_removes_jitter_but_follows_motion():
@@ -24,7 +24,7 @@ def test_front_end_crops_real_footage_steadily():
     if not CLIP.exists():
         pytest.skip(f"real clips not found at {CLIP.parent}")
     smoothed = list(front_end(CLIP, 0, 40, crop_size=128))
-    raw = list(front_end(CLIP, 0, 40, crop_size=128, smoothing=0))
+    raw = list(front_end(CLIP, 0, 40, crop_size=128, crop_smoothing=0))
     assert len(smoothed) == 40 and all(f.found for f in smoothed)
     assert smoothed[0].crop.shape == (128, 128, 3)
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from serep_engine.job import Job, JobFileError
+from serep_engine.contract.job import Job, JobFileError
 
 
 @pytest.fixture

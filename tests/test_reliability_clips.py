@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
-from serep_engine.capture.frontend import front_end
-from serep_engine.capture.video import VideoError, probe, read_frames
-from serep_engine.facemodel.ict import default_data_dir
-from serep_engine.job import Job
+from serep_engine.contract.job import Job
+from serep_engine.paths import data_dir
+from serep_engine.track.frontend import front_end
+from serep_engine.track.video import VideoError, probe, read_frames
 
-SOURCE = default_data_dir() / "real" / "videos" / "May_5s.mp4"  # 512 x 512, 25 fps, one face
+SOURCE = data_dir() / "real" / "videos" / "May_5s.mp4"  # 512 x 512, 25 fps, one face
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf"}
 STBL = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
@@ -149,6 +149,7 @@ def test_broken_clips_are_refused_with_a_reason(tmp_path, source_frames):
             next(read_frames(clip))
 
 
+@pytest.mark.slow
 def test_the_cli_says_one_line_and_writes_nothing_for_a_broken_clip(tmp_path, source_frames):
     for name, (clip, message) in broken_clips(tmp_path, source_frames).items():
         out = tmp_path / f"{name.replace(' ', '_')}.npz"
@@ -161,6 +162,7 @@ def test_the_cli_says_one_line_and_writes_nothing_for_a_broken_clip(tmp_path, so
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "VideoError" in debug.stderr
 
 
+@pytest.mark.slow
 def test_the_worker_reports_a_broken_clip_as_one_error_line(tmp_path, source_frames):
     clips = broken_clips(tmp_path, source_frames)
     for name in ("random bytes", "truncated", "unsupported codec"):

@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 import pytest
 
-from serep_engine.capture.frontend import front_end
-from serep_engine.facemodel.ict import default_data_dir
-from serep_engine.job import Job, JobOptions
+from serep_engine.contract.job import Job, JobOptions
+from serep_engine.paths import data_dir
+from serep_engine.track.frontend import front_end
 
-VIDEOS = default_data_dir() / "real" / "videos"
+VIDEOS = data_dir() / "real" / "videos"
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "serep_engine" / "weights" / "capture_model.safetensors"
 

@@ -15,16 +15,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from serep_engine.bake.result import CaptureResult, ResultFileError
-from serep_engine.capture.video import VideoError, probe, read_frames
-from serep_engine.facemodel.ict import default_data_dir
-from serep_engine.job import Job, JobFileError
+from serep_engine.contract.job import Job, JobFileError
+from serep_engine.contract.result import CaptureResult, ResultFileError
+from serep_engine.paths import data_dir
+from serep_engine.track.video import VideoError, probe, read_frames
 
 # benchmarks/fuzz_parsers.py raises these for longer runs
 EXAMPLES = int(os.environ.get("SEREP_FUZZ_EXAMPLES", 150))
 VIDEO_EXAMPLES = int(os.environ.get("SEREP_FUZZ_VIDEO_EXAMPLES", 25))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-CLIP = default_data_dir() / "real" / "videos" / "May_5s.mp4"
+CLIP = data_dir() / "real" / "videos" / "May_5s.mp4"
 
 # -- job files ------------------------------------------------------------------------------------------------
 json_values = st.recursive(

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serep_engine.bake.result import CaptureResult
-from serep_engine.job import Job
+from serep_engine.contract.job import Job
+from serep_engine.contract.result import CaptureResult
 from serep_engine.worker import Protocol, with_memory_fallback
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,23 +194,24 @@ def start_capture(addon, clip=CLIP):
     import bpy
 
     assert bpy.ops.serep.capture(filepath=str(clip), wait=False) == {"FINISHED"}
-    queue = addon.capture.ACTIVE
+    queue = addon.capture_queue.ACTIVE
     deadline = time.monotonic() + 120
     while queue.run is None or queue.run.state.stage != "tracking":
-        assert addon.capture.tick() is not None and time.monotonic() < deadline, addon.capture.LAST
+        assert addon.capture_queue.tick() is not None and time.monotonic() < deadline, addon.capture_queue.LAST
         time.sleep(0.05)
     return queue
 
 
 def drive_to_end(addon, seconds=300):
     deadline = time.monotonic() + seconds
-    while addon.capture.tick() is not None:
+    while addon.capture_queue.tick() is not None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
 
 @pytest.mark.parametrize("signum, said", [(signal.SIGKILL, "killed by SIGKILL"),
                                           (signal.SIGSEGV, "crashed by SIGSEGV")])
+@pytest.mark.slow
 def test_a_worker_killed_or_crashing_mid_run_is_reported_and_changes_nothing(capture_ready, addon, head,
                                                                            signum, said):
     """kill -9 (out-of-memory killer, the user) and a native crash inside the model (SIGSEGV) mid-capture."""
@@ -219,10 +220,11 @@ def test_a_worker_killed_or_crashing_mid_run_is_reported_and_changes_nothing(cap
     os.kill(queue.run.process.pid, signum)
     drive_to_end(addon)
     assert queue.finished and not queue.baked
-    assert said in addon.capture.LAST["error"] and "May_5s.mp4" in addon.capture.LAST["error"]
+    assert said in addon.capture_queue.LAST["error"] and "May_5s.mp4" in addon.capture_queue.LAST["error"]
     assert_same(before, scene_state(head))
 
 
+@pytest.mark.slow
 def test_saving_the_blend_during_a_capture_saves_the_scene_as_it_was(capture_ready, addon, head, tmp_path):
     import bpy
 
@@ -230,12 +232,14 @@ def test_saving_the_blend_during_a_capture_saves_the_scene_as_it_was(capture_rea
     start_capture(addon)
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
     drive_to_end(addon)
-    assert "baked 1 clip(s)" in addon.capture.LAST["summary"], addon.capture.LAST
+    assert "baked 1 clip(s)" in addon.capture_queue.LAST["summary"], addon.capture_queue.LAST
     assert any(name.startswith("SEREP_") for name in head.data.shape_keys.key_blocks.keys())
     bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "scene.blend"))
-    assert_same(before, scene_state(bpy.data.objects[name]))  # nothing of the capture was in the scene when it was saved
+    # nothing of the capture was in the scene when it was saved
+    assert_same(before, scene_state(bpy.data.objects[name]))
 
 
+@pytest.mark.slow
 def test_closing_the_file_during_a_capture_cancels_it(capture_ready, addon, head):
     """File > New while the engine runs: the worker is ended, nothing lands in the new file (which could hold
     an object of the same name), and the panel says why."""
@@ -245,8 +249,8 @@ def test_closing_the_file_during_a_capture_cancels_it(capture_ready, addon, head
     worker = queue.run.process.pid
     bpy.ops.wm.read_homefile(use_empty=True)
     assert queue.finished and queue.cancelled and not queue.baked and not alive(worker)
-    assert "the file was closed" in addon.capture.LAST["error"]
-    assert not bpy.app.timers.is_registered(addon.capture.tick) and bpy.ops.serep.capture.poll()
+    assert "the file was closed" in addon.capture_queue.LAST["error"]
+    assert not bpy.app.timers.is_registered(addon.capture_queue.tick) and bpy.ops.serep.capture.poll()
     assert not bpy.data.actions and not any(o.type == "MESH" for o in bpy.data.objects)
 
 
@@ -265,15 +269,16 @@ obj = make_sample_head(face_model.identity_neutral(face_model.identity_weights(4
                        face_model.polygons[keep])
 bpy.context.view_layer.objects.active = obj
 bpy.ops.serep.capture(filepath={clip!r}, wait=False)
-queue = serep_blender.capture.ACTIVE
+queue = serep_blender.capture_queue.ACTIVE
 while queue.run is None or queue.run.state.stage != "tracking":
-    assert queue.step(), serep_blender.capture.LAST
+    assert queue.step(), serep_blender.capture_queue.LAST
     time.sleep(0.05)
 print("worker", queue.run.process.pid, flush=True)
 {ending}
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ending", ["sys.exit(0)", "os.kill(os.getpid(), 9)"], ids=["quits", "is_killed"])
 def test_blender_quitting_or_killed_with_a_worker_running_leaves_no_orphan(capture_ready, tmp_path, ending):
     """Blender (the bpy module, add-on from the checkout) quits normally, or is killed, while its worker is

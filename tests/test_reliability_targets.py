@@ -43,6 +43,7 @@ def test_a_mesh_too_large_to_fit_says_why_before_using_memory(face_model):
     """1.6M vertices: refused at once with the reason and what to do (a 3.6M-vertex head fitted in 422 s
     with a 19 GB peak, see the issue note), not after the machine runs out of memory."""
     import resource
+
     import trimesh
 
     vertices, triangles = head_mesh(face_model)
@@ -98,10 +99,10 @@ def refused(addon, target: str, message: str) -> None:
     """The capture operator refuses the target with `message`, starting nothing."""
     import bpy
 
-    before = addon.capture.ACTIVE
+    before = addon.capture_queue.ACTIVE
     with pytest.raises(RuntimeError, match=message):
-        bpy.ops.serep.capture(filepath=str(addon.capture.__file__), target=target, wait=True)
-    assert addon.capture.ACTIVE is before
+        bpy.ops.serep.capture(filepath=str(addon.capture_queue.__file__), target=target, wait=True)
+    assert addon.capture_queue.ACTIVE is before
 
 
 def test_non_mesh_targets_are_refused_by_name_and_type(addon):
@@ -158,7 +159,7 @@ def test_modifiers_and_existing_shape_keys_export_the_rest_shape(addon, head, tm
     smile.value = 0.7
     head.modifiers.new("subdivide", "SUBSURF").levels = 1
     head.modifiers.new("solidify", "SOLIDIFY")
-    names = addon.capture.export_target(head, tmp_path / "target.npz")
+    names = addon.capture_queue.export_target(head, tmp_path / "target.npz")
     with np.load(tmp_path / "target.npz", allow_pickle=False) as data:
         vertices, faces = data["vertices"], data["faces"]
     assert names == ["Basis", "smile"] and len(vertices) == len(head.data.vertices)

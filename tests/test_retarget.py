@@ -142,7 +142,7 @@ def test_arkit_solve_recovers_known_weights(face_model):
 
 
 def _result_with_arkit(tmp_path):
-    from serep_engine.bake.result import CaptureResult
+    from serep_engine.contract.result import CaptureResult
 
     rng = np.random.default_rng(2)
     n = 5

@@ -5,19 +5,19 @@ import sys
 import numpy as np
 import pytest
 
-from serep_engine.capture.crop import CANONICAL_POINTS, similarity_to_crop, transform_points
 from serep_engine.eval.protocol import kabsch_align, region_errors_mm
+from serep_engine.track.crop import CANONICAL_POINTS, similarity_to_crop, transform_points
 
 
 @pytest.fixture(scope="module")
 def renderer(face_model):
-    from serep_engine.synth.render import HeadRenderer
+    from serep_engine.render.head import HeadRenderer
 
     return HeadRenderer(face_model, 320)
 
 
 def test_render_is_deterministic_and_covers_the_head(face_model, renderer):
-    from serep_engine.synth.render import Appearance, Camera
+    from serep_engine.render.head import Appearance, Camera
 
     camera = Camera(320, focal=800, distance=80)
     first, mask = renderer.render(face_model.neutral, camera, Appearance())
@@ -29,8 +29,8 @@ def test_render_is_deterministic_and_covers_the_head(face_model, renderer):
 def test_projected_landmarks_land_on_the_rendered_features(face_model, renderer):
     """mediapipe, run on the renders, finds the eye corners, nose tip and mouth corners where the projected
     ICT landmarks say they are."""
-    from serep_engine.capture.tracking import FaceTracker
-    from serep_engine.synth.render import Appearance, Camera
+    from serep_engine.render.head import Appearance, Camera
+    from serep_engine.track.tracking import FaceTracker
 
     # (mediapipe index, ICT 68-point index): eye outer corners, nose tip, mouth corners
     pairs = [(33, 36), (263, 45), (1, 30), (61, 48), (291, 54)]
@@ -66,6 +66,7 @@ def test_protocol_alignment_is_exact_on_a_rigidly_moved_copy(face_model):
     np.testing.assert_allclose(kabsch_align(moved, truth), truth, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_synthetic_samples_are_seeded_and_complete(face_model, tmp_path):
     from serep_engine.synth.shards import read_shard, write_synthetic_set
 
@@ -89,6 +90,7 @@ def test_synthetic_samples_are_seeded_and_complete(face_model, tmp_path):
     assert ((first["landmarks"] > -20) & (first["landmarks"] < 276)).mean() > 0.95
 
 
+@pytest.mark.slow
 def test_eval_capture_contract_on_a_small_subset(repo_root, tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "serep_engine", "eval", "capture", "--method", "neutral", "--method",
@@ -106,6 +108,7 @@ def test_eval_capture_contract_on_a_small_subset(repo_root, tmp_path):
     assert result["regions_mm"]["mouth"] < neutral["regions_mm"]["mouth"]  # fitting beats doing nothing
 
 
+@pytest.mark.slow
 def test_eval_capture_of_serep_with_and_without_mirror_averaging(repo_root):
     def run(*extra):
         out = subprocess.run([sys.executable, "-m", "serep_engine", "eval", "capture", "--method", "serep", "--json",

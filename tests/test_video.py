@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from serep_engine.capture.video import VideoError, probe, read_frames
-from serep_engine.facemodel.ict import default_data_dir
+from serep_engine.paths import data_dir
+from serep_engine.track.video import VideoError, probe, read_frames
 
-OBAMA = default_data_dir() / "real" / "videos" / "obama.mp4"
+OBAMA = data_dir() / "real" / "videos" / "obama.mp4"
 
 
 @pytest.fixture(scope="module")

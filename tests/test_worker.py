@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serep_engine.job import Job
+from serep_engine.contract.job import Job
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO.parent / "shared" / "data" / "real" / "videos" / "May_5s.mp4"

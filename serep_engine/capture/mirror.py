@@ -41,8 +41,8 @@ def mediapipe_mirror(face_model: ICTModel) -> np.ndarray:
     the image's centre column, so each landmark is paired with the landmark nearest its reflection."""
     from scipy.optimize import linear_sum_assignment
 
-    from serep_engine.capture.tracking import FaceTracker
-    from serep_engine.synth.render import Appearance, Camera, HeadRenderer
+    from serep_engine.render.head import Appearance, Camera, HeadRenderer
+    from serep_engine.track.tracking import FaceTracker
 
     renderer = HeadRenderer(face_model, RENDER_SIZE)
     image, mask = renderer.render(face_model.neutral, Camera(RENDER_SIZE, focal=1800.0, distance=90.0), Appearance())

@@ -220,7 +220,8 @@ class CaptureModel:
         if mirror:
             n = len(code) // 2
             code = (code[:n] + code[n:] @ self.net.mirror_code) / 2
-            landmarks = (landmarks[:n] + mirror_points(landmarks[n:], self.net.mirror_ibug68, self.config.crop_size)) / 2
+            mirrored = mirror_points(landmarks[n:], self.net.mirror_ibug68, self.config.crop_size)
+            landmarks = (landmarks[:n] + mirrored) / 2
         landmarks = (landmarks + 1) * (self.config.crop_size / 2)
         return code.cpu().numpy(), landmarks.cpu().numpy()
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from serep_engine.capture.crop import CANONICAL_POINTS, crop_face, similarity_to_crop, transform_points
-from serep_engine.facemodel.ict import ICTModel, default_data_dir
-from serep_engine.facemodel.identities import cache_dir
+from serep_engine.facemodel.ict import ICTModel
+from serep_engine.paths import cache_dir, data_dir
 from serep_engine.synth.shards import load_frames, save_frames
+from serep_engine.track.crop import CANONICAL_POINTS, crop_face, similarity_to_crop, transform_points
 
 VERSION = "capture-real-v1"
 TRAIN_PHOTOS = ("helen_train",)
@@ -45,7 +45,7 @@ def read_landmark_photos(directory: str | Path) -> list[tuple[Path, np.ndarray]]
 
 def mediapipe_to_68(face_model: ICTModel) -> np.ndarray:
     """(68,) mediapipe landmark index nearest (on the template) to each of the 68 iBUG landmarks."""
-    from serep_engine.capture.correspondence import mediapipe_to_template
+    from serep_engine.track.correspondence import mediapipe_to_template
 
     vertex, valid = mediapipe_to_template(face_model)
     valid = valid.copy()
@@ -67,7 +67,7 @@ def fallback_transform(image_shape: tuple[int, ...], crop_size: int) -> np.ndarr
 
 def crop_photo(rgb: np.ndarray, tracker, crop_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """(crop, 2x3 transform, (478, 2) crop-pixel mediapipe landmarks or NaN, found) for one photo."""
-    from serep_engine.capture.frontend import five_points_from_mediapipe
+    from serep_engine.track.frontend import five_points_from_mediapipe
 
     observation = tracker.track(rgb)
     if observation.found:
@@ -82,16 +82,16 @@ def crop_photo(rgb: np.ndarray, tracker, crop_size: int) -> tuple[np.ndarray, np
 def build_real_set(face_model: ICTModel, crop_size: int = 256, max_photos: int = 0, max_clips: int = 0,
                    log=print) -> Path:
     """The cached real training set (photos + clip frames; 0 = all of them); built on first use."""
-    from serep_engine.capture.frontend import front_end
-    from serep_engine.capture.tracking import FaceTracker
-    from serep_engine.capture.video import probe
+    from serep_engine.track.frontend import front_end
+    from serep_engine.track.tracking import FaceTracker
+    from serep_engine.track.video import probe
 
     limits = f"_{max_photos}photos_{max_clips}clips" if max_photos or max_clips else ""
     path = cache_dir() / VERSION / f"real_{crop_size}{limits}.npz"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = default_data_dir() / "real"
+    data = data_dir() / "real"
     crops, mediapipe, landmarks, weights = [], [], [], []
     with FaceTracker(video=False, max_faces=1) as tracker:
         for name in TRAIN_PHOTOS:

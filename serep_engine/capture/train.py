@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from serep_engine.capture.metrics import nme_inner51
 from serep_engine.capture.mirror import code_mirror, ibug68_mirror, mediapipe_mirror, mirror_points
 from serep_engine.capture.model import CaptureModel, CaptureModelConfig, CaptureNet
 from serep_engine.device import pick_device
@@ -200,7 +201,7 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
     from serep_engine.capture.real import build_real_set, load_real_set
     from serep_engine.expression.model import ExpressionModel
     from serep_engine.facemodel.ict import ICTModel
-    from serep_engine.facemodel.identities import cache_dir
+    from serep_engine.paths import cache_dir
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -226,7 +227,8 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
     real["crops"] = _load_crops(real["crops"], model_config.source_size)
     loss_gram = (balanced_gram(grams, synth["code"]) / 0.04 if config.balanced_code_loss
                  else gram / 0.01).to(device)  # either way a zero prediction costs ~25 at the start
-    log(json.dumps({"type": "data", "synth": len(synth["code"]), "validation": n_validation, "real": len(real["crops"])}))
+    log(json.dumps({"type": "data", "synth": len(synth["code"]), "validation": n_validation,
+                    "real": len(real["crops"])}))
 
     net = CaptureNet(model_config).to(device)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -272,7 +274,8 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
         true_code = torch.from_numpy(synth["code"][synth_index])
         if config.mirror:
             flip = torch.rand(images.shape[0], generator=generator) < 0.5
-            images, mp_points, points, visible = mirror_some(flip, partners, images, mp_points, points, visible, crop_size)
+            images, mp_points, points, visible = mirror_some(flip, partners, images, mp_points, points, visible,
+                                                             crop_size)
             true_code = torch.where(flip[:n_synth, None], true_code @ mirror_code, true_code)
         images, mp_points, points = augment(images, mp_points, points)
         progress = step / config.steps
@@ -340,12 +343,7 @@ def validate(model: CaptureModel, data: dict, gram: torch.Tensor, crop_size: flo
             "nme_inner51": round(float(np.mean(np.concatenate(nmes))), 4)}
 
 
-def nme_inner51(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per image: mean distance over points 17-67 divided by the outer-eye-corner distance (36, 45)."""
-    normaliser = np.linalg.norm(truth[:, 36] - truth[:, 45], axis=1)
-    return np.linalg.norm(predicted[:, 17:] - truth[:, 17:], axis=2).mean(1) / normaliser
-
-
 def config_from_args(args) -> TrainCaptureConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(TrainCaptureConfig) if getattr(args, f.name, None) is not None}
+    values = {f.name: getattr(args, f.name) for f in fields(TrainCaptureConfig)
+              if getattr(args, f.name, None) is not None}
     return TrainCaptureConfig(**values)

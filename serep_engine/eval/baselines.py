@@ -13,8 +13,7 @@ import numpy as np
 from scipy.optimize import lsq_linear
 
 from serep_engine.facemodel.ict import ICTModel
-
-IRIS_LANDMARKS = range(468, 478)  # on the eyeballs, not on the face template
+from serep_engine.track.tracking import IRIS_LANDMARKS
 
 
 def neutral_method(face_model: ICTModel):
@@ -34,8 +33,8 @@ def _scaled_orthographic(points3d: np.ndarray, points2d: np.ndarray) -> tuple[np
 
 
 def landmark_fit_method(face_model: ICTModel, regularisation: float = 0.2, iterations: int = 4):
-    from serep_engine.capture.correspondence import mediapipe_to_template
-    from serep_engine.capture.tracking import FaceTracker
+    from serep_engine.track.correspondence import mediapipe_to_template
+    from serep_engine.track.tracking import FaceTracker
 
     vertex, valid = mediapipe_to_template(face_model)
     valid = valid.copy()
@@ -77,10 +76,10 @@ def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.
     subject's neutral."""
     import torch
 
-    from serep_engine.capture.frontend import LiveFrontEnd
     from serep_engine.capture.model import CaptureModel
-    from serep_engine.engine import fill_gaps, smooth_codes
+    from serep_engine.track.filters import fill_gaps, smooth_codes
     from serep_engine.expression.model import ExpressionModel
+    from serep_engine.track.frontend import LiveFrontEnd
 
     capture_model = capture_model or CaptureModel.from_pretrained("auto")
     expression_model = ExpressionModel.from_pretrained("cpu", face_model)

@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 
 from serep_engine.capture.real import crop_photo, read_landmark_photos
-from serep_engine.capture.train import nme_inner51
-from serep_engine.engine import cv_invert
+from serep_engine.capture.metrics import nme_inner51
+from serep_engine.track.crop import invert_transform
 
 
 def evaluate_landmarks(capture_model, directory: str | Path) -> dict:
-    from serep_engine.capture.tracking import FaceTracker
-    from serep_engine.capture.crop import transform_points
+    from serep_engine.track.crop import transform_points
+    from serep_engine.track.tracking import FaceTracker
 
     photos = read_landmark_photos(directory)
     if not photos:
@@ -35,7 +35,7 @@ def evaluate_landmarks(capture_model, directory: str | Path) -> dict:
             crop, transform, points, found = crop_photo(rgb, tracker, capture_model.crop_size)
             missed += not found
             _, crop_points = capture_model.predict([crop], [points])
-            predicted.append(transform_points(crop_points[0], cv_invert(transform)))
+            predicted.append(transform_points(crop_points[0], invert_transform(transform)))
             truth.append(landmarks)
     nme = nme_inner51(np.stack(predicted), np.stack(truth))
     return {"nme_inner51": round(float(nme.mean()), 5), "n_images": len(photos),

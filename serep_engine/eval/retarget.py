@@ -27,8 +27,9 @@ import torch
 from serep_engine.eval.protocol import kabsch_align
 from serep_engine.facemodel.expressions import sample_expressions
 from serep_engine.facemodel.ict import EVAL_SEEDS, FACE_VERTEX_COUNT, MM_PER_CM, ICTModel, quads_to_triangles
-from serep_engine.facemodel.identities import cache_dir, eval_identity, identity_shapes
+from serep_engine.facemodel.identities import eval_identity, identity_shapes
 from serep_engine.facemodel.regions import REGION_NAMES, alignment_masks, region_masks
+from serep_engine.paths import cache_dir
 
 SET_VERSION = "retarget-eval-v2"
 HEAD_VERTICES, HEAD_POLYGONS = 11248, 11144  # ICT parts `face` + `head_and_neck`
@@ -297,7 +298,7 @@ def evaluate_retarget(face_model: ICTModel, expression_model, n_expressions: int
 
 def _project(renderer, rotation, points):
     """Pixels of user-frame points in a MeshRenderer view."""
-    from serep_engine.synth.render import HEAD_CENTRE
+    from serep_engine.render.head import HEAD_CENTRE
 
     return renderer.camera.project((points - renderer.centre) * renderer.scale @ rotation.T + HEAD_CENTRE)[0]
 
@@ -310,7 +311,7 @@ def retarget_figure(face_model: ICTModel, shown, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from serep_engine.retarget.render import MeshRenderer
+    from serep_engine.render.mesh import MeshRenderer
 
     fig, axes = plt.subplots(len(shown), 4, figsize=(12, 3.1 * len(shown)), squeeze=False)
     for row, (head, registration, predicted, truth) in zip(axes, shown, strict=True):

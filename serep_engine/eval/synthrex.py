@@ -23,7 +23,8 @@ import numpy as np
 from serep_engine.eval.protocol import region_errors_mm, summarise
 from serep_engine.facemodel.expressions import INDEX, sample_expression
 from serep_engine.facemodel.ict import EVAL_SEEDS, FACE_VERTEX_COUNT, ICTModel
-from serep_engine.facemodel.identities import cache_dir, identity_shapes
+from serep_engine.facemodel.identities import identity_shapes
+from serep_engine.paths import cache_dir
 from serep_engine.synth.shards import load_frames, save_frames
 
 VERSION = "synthrex-v1"
@@ -81,9 +82,9 @@ def subject_truth(face_model: ICTModel, index: int) -> dict:
 
 def generate(face_model: ICTModel, subjects: int = N_SUBJECTS, log=print) -> Path:
     """Render the set, or its first `subjects` subjects (idempotent: finished files are kept)."""
+    from serep_engine.render.head import Camera, HeadRenderer
     from serep_engine.synth import augment
     from serep_engine.synth.dataset import SynthGenerator
-    from serep_engine.synth.render import Camera, HeadRenderer
 
     out = synthrex_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -109,8 +110,8 @@ def generate(face_model: ICTModel, subjects: int = N_SUBJECTS, log=print) -> Pat
             frames = []
             for f, mesh in enumerate(meshes):
                 wobble = np.sin(2 * np.pi * f / N_FRAMES * np.array([1.0, 2.0]))  # a little head motion
-                camera = Camera(RENDER_SIZE, focal=2.5 * RENDER_SIZE, distance=2.5 * 16.0 / 0.45, yaw=yaw + 3 * wobble[0],
-                                pitch=3 * wobble[1], roll=2 * wobble[0])
+                camera = Camera(RENDER_SIZE, focal=2.5 * RENDER_SIZE, distance=2.5 * 16.0 / 0.45,
+                                yaw=yaw + 3 * wobble[0], pitch=3 * wobble[1], roll=2 * wobble[0])
                 image, mask = renderer.render(mesh, camera, appearance)
                 frames.append(augment.degrade(np.where(mask[..., None], image, background), view_rng))
             save_frames(path, frames)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from serep_engine.paths import data_dir
+
 FACE_VERTEX_COUNT = 9409  # ICT part `face`: vertices [0, 9409), polygons [0, 9230)
 FACE_POLYGON_COUNT = 9230
 MM_PER_CM = 10.0
@@ -87,15 +89,8 @@ ICT_LANDMARKS68 = (
 )
 
 
-def default_data_dir() -> Path:
-    """`SEREP_DATA` if set, else `../shared/data` beside the repository."""
-    if "SEREP_DATA" in os.environ:
-        return Path(os.environ["SEREP_DATA"])
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 def default_ict_path() -> Path:
-    return default_data_dir() / "ict_facekit" / "ict_facekit.npz"
+    return data_dir() / "ict_facekit" / "ict_facekit.npz"
 
 
 @dataclass(frozen=True, eq=False)

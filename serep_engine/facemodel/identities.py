@@ -8,23 +8,17 @@ disk (one `.npy` per identity, keyed by the identity weights and the transfer's 
 from __future__ import annotations
 
 import hashlib
-import os
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 
+from serep_engine.cache import cached_array
 from serep_engine.facemodel.deformation_transfer import DeformationTransfer, outer_boundary
 from serep_engine.facemodel.ict import EVAL_SEEDS, TRAIN_SEEDS, ICTModel
+from serep_engine.paths import cache_dir
 
 TRANSFER_VERSION = "dt-v1"
 STYLISED_SCALE = 2.5
-
-
-def cache_dir() -> Path:
-    root = Path(os.environ.get("SEREP_CACHE", Path.home() / ".cache" / "serep"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def training_identity(model: ICTModel, index: int) -> np.ndarray:
@@ -55,15 +49,11 @@ def identity_shapes(model: ICTModel, weights: np.ndarray) -> np.ndarray:
 def transferred_shapes(model: ICTModel, neutral: np.ndarray, cache_key: str) -> np.ndarray:
     """(53, V, 3) ICT's expression shapes carried onto `neutral` (template topology) by deformation transfer,
     cached as `identity_shapes/<cache_key>.npy`."""
-    path = cache_dir() / "identity_shapes" / f"{cache_key}.npy"
-    if path.exists():
-        return np.load(path, allow_pickle=False)
-    triangles, anchors = _template_transfer_setup(model)
-    source = model.face_neutral
-    transfer = DeformationTransfer(neutral, triangles, anchors)
-    shapes = transfer.transfer_many(source, source[None] + model.face_expression_basis)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, shapes)
-    os.replace(tmp, path)
-    return shapes
+
+    def transfer() -> np.ndarray:
+        triangles, anchors = _template_transfer_setup(model)
+        source = model.face_neutral
+        return DeformationTransfer(neutral, triangles, anchors).transfer_many(
+            source, source[None] + model.face_expression_basis)
+
+    return cached_array(cache_dir() / "identity_shapes" / f"{cache_key}.npy", transfer)

@@ -71,7 +71,8 @@ def draw_regions(model: ICTModel, path) -> None:
     fig, ax = plt.subplots(figsize=(5, 6))
     ax.scatter(vertices[:, 0], vertices[:, 1], s=0.5, c="0.85")
     for name, colour in zip(REGION_NAMES, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True):
-        ax.scatter(vertices[masks[name], 0], vertices[masks[name], 1], s=0.8, c=colour, label=f"{name} ({masks[name].sum()})")
+        ax.scatter(vertices[masks[name], 0], vertices[masks[name], 1], s=0.8, c=colour,
+                   label=f"{name} ({masks[name].sum()})")
     lm = vertices[model.landmarks68]
     ax.scatter(lm[:, 0], lm[:, 1], s=8, c="k", marker="x", label="68 landmarks")
     ax.set_aspect("equal")

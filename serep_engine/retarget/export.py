@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from serep_engine.cache import write_atomically
 from serep_engine.retarget.arkit import ARKIT_NAMES
 
 # Live Link Face's own column order (it lists JawRight before JawLeft and MouthRight before MouthLeft).
@@ -68,15 +68,11 @@ def timecode(frame: int, fps: float) -> str:
 
 
 def _write_atomically(path: Path, write) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    def write_text(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             write(handle)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return write_atomically(path, write_text)
 
 
 def write_livelink_csv(path, frames, fps, names, weights, head_pose=None) -> Path:
@@ -106,7 +102,7 @@ def write_weights_json(path, frames, fps, names, weights) -> Path:
 
 def export_result(result_path, livelink=None, json_path=None) -> dict:
     """Write the ARKit weights of a result file as a Live Link Face CSV and/or JSON."""
-    from serep_engine.bake.result import CaptureResult
+    from serep_engine.contract.result import CaptureResult
 
     if livelink is None and json_path is None:
         raise ExportError("nothing to write: give --livelink OUT.csv and/or --json OUT.json")

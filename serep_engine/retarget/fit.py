@@ -6,7 +6,8 @@
    (point-to-plane, matches rejected by distance, normal direction and the user mesh's open borders) and the
    landmarks, with a Gaussian prior on the modes. This gives a face whose vertices mean what the template's
    mean (lip corners on lip corners), which surface-only registration cannot.
-3. Non-rigid ICP from that fit (Laplacian-regularised offsets, decreasing stiffness, point-to-plane targets): the template's surface onto the user's where the identity modes cannot reach.
+3. Non-rigid ICP from that fit (Laplacian-regularised offsets, decreasing stiffness, point-to-plane targets): the
+   template's surface onto the user's where the identity modes cannot reach.
    Written here rather than taken from trimesh's `registration.nricp_*`: without the optional `rtree` those
    match template vertices to the nearest target *vertex* with unsigned normals (bumpy on coarse meshes,
    upper and lower lip confused) and re-solve a 4V x 4V system every iteration (8-9 s for 30 iterations on
@@ -20,7 +21,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -30,10 +30,16 @@ import scipy.sparse.csgraph  # noqa: F401  (sp.csgraph)
 import scipy.sparse.linalg as spla
 from scipy.spatial import cKDTree
 
+from serep_engine.cache import write_atomically
 from serep_engine.facemodel.ict import FACE_VERTEX_COUNT, ICTModel
-from serep_engine.facemodel.identities import cache_dir
-from serep_engine.retarget.landmarks import (NoFaceFoundError, Similarity, find_landmarks, robust_similarity,
-                                              umeyama)
+from serep_engine.paths import cache_dir
+from serep_engine.retarget.landmarks import (
+    NoFaceFoundError,
+    Similarity,
+    find_landmarks,
+    robust_similarity,
+    umeyama,
+)
 
 FIT_VERSION = "fit-v4"
 IDENTITY_PRIOR = 0.05  # weight of ||w||^2 against ~9000 point-to-plane residuals (cm^2): a light hand
@@ -261,9 +267,7 @@ def _skew(v: np.ndarray) -> np.ndarray:
 def _save(path, registration: Registration) -> Registration:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        registration.save(tmp)
-        os.replace(tmp, path)
+        write_atomically(path, registration.save)
     return registration
 
 

@@ -16,7 +16,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-
 from scipy.spatial import cKDTree
 
 from serep_engine.facemodel.ict import ICTModel
@@ -116,9 +115,9 @@ class FoundLandmarks:
 def find_landmarks(face_model: ICTModel, vertices: np.ndarray, triangles: np.ndarray, size: int = 384,
                    image_callback=None) -> FoundLandmarks:
     """Automatic landmarks on a user mesh; raises NoFaceFoundError when no view shows a face."""
-    from serep_engine.capture.correspondence import mediapipe_to_template
-    from serep_engine.capture.tracking import FaceTracker
-    from serep_engine.retarget.render import MeshRenderer
+    from serep_engine.render.mesh import MeshRenderer
+    from serep_engine.track.correspondence import mediapipe_to_template
+    from serep_engine.track.tracking import FaceTracker
 
     mp_vertex, mp_valid = mediapipe_to_template(face_model)
     template_points = face_model.neutral[mp_vertex]

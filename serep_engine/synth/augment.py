@@ -26,7 +26,7 @@ class VideoBackgrounds:
     frame and patches touching any face box (with a margin) are dropped. Frames are read once, kept small."""
 
     def __init__(self, videos: list[Path], frames_per_video: int = 8, size: int = 320, seed: int = 0):
-        from serep_engine.capture.tracking import FaceTracker
+        from serep_engine.track.tracking import FaceTracker
 
         rng = np.random.default_rng(seed)
         self.patches = []

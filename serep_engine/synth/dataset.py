@@ -14,13 +14,13 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from serep_engine.capture.crop import crop_face, five_points_from_68, similarity_to_crop, transform_points
-from serep_engine.capture.frontend import five_points_from_mediapipe
 from serep_engine.expression.model import ExpressionModel
 from serep_engine.facemodel.expressions import sample_expression
 from serep_engine.facemodel.ict import FACE_VERTEX_COUNT, ICTModel
+from serep_engine.render.head import Appearance, Camera, HeadRenderer
 from serep_engine.synth import augment
-from serep_engine.synth.render import Appearance, Camera, HeadRenderer
+from serep_engine.track.crop import crop_face, five_points_from_68, similarity_to_crop, transform_points
+from serep_engine.track.frontend import five_points_from_mediapipe
 
 SKIN_TONES = np.array([[0.85, 0.67, 0.56], [0.75, 0.55, 0.43], [0.62, 0.45, 0.36], [0.45, 0.31, 0.24],
                        [0.30, 0.20, 0.15], [0.20, 0.13, 0.10]], np.float32)
@@ -144,7 +144,7 @@ class SynthGenerator:
 
     def track(self, image: np.ndarray) -> np.ndarray:
         """mediapipe's 478 landmarks (pixels) on the finished image, NaN where it finds no face."""
-        from serep_engine.capture.tracking import FaceTracker
+        from serep_engine.track.tracking import FaceTracker
 
         if self._tracker is None:
             self._tracker = FaceTracker(video=False, max_faces=1)

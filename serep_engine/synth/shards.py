@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from serep_engine.cache import write_atomically
 from serep_engine.facemodel.ict import TRAIN_SEEDS
 
 SINGLE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LP_NUM_THREADS")
@@ -63,8 +64,7 @@ def save_frames(path: Path, frames: list[np.ndarray], **arrays) -> None:
     encoded = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].ravel()
                for f in frames]
     offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])])
-    np.savez(path.with_suffix(".tmp.npz"), jpeg=np.concatenate(encoded), jpeg_offsets=offsets, **arrays)
-    os.replace(path.with_suffix(".tmp.npz"), path)
+    write_atomically(path, lambda tmp: np.savez(tmp, jpeg=np.concatenate(encoded), jpeg_offsets=offsets, **arrays))
 
 
 def load_frames(path: Path) -> dict:
@@ -87,7 +87,8 @@ def write_synthetic_set(n: int, out: Path, seed: int = 0, shard_size: int = 256,
     manifest = out / "manifest.json"
     if manifest.exists():
         made = json.loads(manifest.read_text())
-        if (made["seed"], made["crop_size"], made.get("shard_size", shard_size)) != (seed, config.crop_size, shard_size):
+        made_with = (made["seed"], made["crop_size"], made.get("shard_size", shard_size))
+        if made_with != (seed, config.crop_size, shard_size):
             raise ValueError(f"{out} holds a set made with seed {made['seed']}, crop size {made['crop_size']}, "
                              f"shard size {made.get('shard_size', shard_size)}; use those settings to extend it, "
                              f"or another folder")

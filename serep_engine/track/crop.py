@@ -39,5 +39,10 @@ def crop_face(image: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray
     return cv2.warpAffine(image, transform, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def invert_transform(transform: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine transform."""
+    return np.linalg.inv(np.vstack([transform, [0.0, 0.0, 1.0]]))[:2]
+
+
 def transform_points(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
     return points @ transform[:, :2].T + transform[:, 2]

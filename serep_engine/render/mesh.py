@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
-from serep_engine.synth.render import (
+from serep_engine.render.head import (
     FRAGMENT_SHADER,
     HEAD_CENTRE,
     VERTEX_SHADER,

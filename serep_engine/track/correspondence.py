@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from serep_engine.facemodel.ict import ICTModel
-from serep_engine.facemodel.identities import cache_dir
+from serep_engine.paths import cache_dir
 
 VIEW_YAWS = (-20.0, 0.0, 20.0)
 MAX_SURFACE_DISTANCE_CM = 0.5
@@ -24,8 +24,8 @@ def mediapipe_to_template(face_model: ICTModel) -> tuple[np.ndarray, np.ndarray]
             return cached["vertex"], cached["valid"]
     from scipy.spatial import cKDTree
 
-    from serep_engine.capture.tracking import FaceTracker
-    from serep_engine.synth.render import Appearance, Camera, HeadRenderer
+    from serep_engine.render.head import Appearance, Camera, HeadRenderer
+    from serep_engine.track.tracking import FaceTracker
 
     renderer = HeadRenderer(face_model, 512)
     points = []

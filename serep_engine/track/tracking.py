@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 N_LANDMARKS = 478
+IRIS_LANDMARKS = range(468, 478)  # on the eyeballs, not on the face template
 SEARCH_FROM = 1920  # longest side (pixels) from which frames without a face are searched window by window
 
 

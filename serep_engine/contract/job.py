@@ -9,31 +9,78 @@ Relative paths are taken relative to the job file's folder. `target` may be null
 face); `frame_end` may be null (to the clip's end); `shape_keys` names the target's existing shape keys, so
 that the worker can tell the add-on which of them are ARKit shapes. Unknown fields are refused, so a typo
 cannot silently fall back to a default.
+
+The capture options are declared once, in `CAPTURE_OPTIONS` (name, default, range or choices, help): the job's
+`options`, the `serep capture` / `serep batch` flags and the add-on's panel properties are all made from them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 
 VERSION = 1
 DEVICES = ("auto", "cpu", "cuda")
-GAPS = ("hold", "interpolate")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One capture setting. `choices` are (value, description) pairs; `low`/`high` bound a number; `panel`:
+    whether the add-on's sidebar shows it (ARKit weights follow the panel's output mode instead)."""
+
+    name: str
+    default: float | int | bool | str | None
+    label: str
+    help: str
+    kind: type = float
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[tuple[str, str], ...] = ()
+    panel: bool = True
+
+    def check(self, value):
+        """`value` as the option's type, or JobFileError saying what is allowed."""
+        where = f"'options.{self.name}'"
+        if self.choices:
+            if value not in [choice for choice, _ in self.choices]:
+                raise JobFileError(f"{where} must be one of {', '.join(c for c, _ in self.choices)}, got {value!r}")
+            return value
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise JobFileError(f"{where} must be true or false")
+            return value
+        if value is None and self.default is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int if self.kind is int else int | float):
+            raise JobFileError(f"{where} must be {'an integer' if self.kind is int else 'a number'}, got {value!r}")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            bounds = f"[{self.low}, {self.high}]" if self.high is not None else f"at least {self.low}"
+            raise JobFileError(f"{where} must be {bounds}, got {value!r}")
+        return self.kind(value)
+
+
+CAPTURE_OPTIONS = (
+    Option("smoothing", 1.0, "Smoothing", "Temporal smoothing of the captured expression (0: raw per-frame codes)",
+           low=0.0, high=10.0),
+    Option("gaps", "hold", "Face Lost", "What the animation does on frames where no face is found",
+           kind=str, choices=(("hold", "Keep the last expression until the face is found again"),
+                              ("interpolate", "Blend from the expression before the gap to the one after it"))),
+    Option("tolerance_cm", 0.005, "Tolerance", "Largest per-vertex error of the shape-key basis, in the template's cm",
+           low=0.0, high=10.0, panel=False),
+    Option("max_keys", None, "Max Keys", "Most shape keys in the basis (default: as many as the tolerance needs)",
+           kind=int, low=1, panel=False),
+    Option("arkit", False, "ARKit", "Also solve the 52 ARKit weights", kind=bool, panel=False),
+)
+OPTIONS = {option.name: option for option in CAPTURE_OPTIONS}
+
+JobOptions = make_dataclass("JobOptions", [(o.name, o.kind | None, field(default=o.default)) for o in CAPTURE_OPTIONS])
+JobOptions.__doc__ = "The capture options of one job (see CAPTURE_OPTIONS), defaults filled in."
 
 
 class JobFileError(ValueError):
     """A job file that is missing, not JSON, or not what the schema says."""
-
-
-@dataclass
-class JobOptions:
-    smoothing: float = 1.0
-    gaps: str = "hold"
-    tolerance_cm: float = 0.005
-    max_keys: int | None = None
-    arkit: bool = False
 
 
 @dataclass
@@ -137,33 +184,10 @@ def _integer(value, name: str) -> int:
     return value
 
 
-def _number(value, name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise JobFileError(f"'options.{name}' must be a number in [{low}, {high}], got {value!r}")
-    return float(value)
-
-
 def _options(data) -> JobOptions:
     if not isinstance(data, dict):
         raise JobFileError("'options' must be an object")
-    unknown = sorted(set(data) - set(JobOptions.__dataclass_fields__))
+    unknown = sorted(set(data) - set(OPTIONS))
     if unknown:
         raise JobFileError(f"unknown job options: {', '.join(unknown)}")
-    options = JobOptions()
-    if "smoothing" in data:
-        options.smoothing = _number(data["smoothing"], "smoothing", 0.0, 100.0)
-    if "tolerance_cm" in data:
-        options.tolerance_cm = _number(data["tolerance_cm"], "tolerance_cm", 0.0, 10.0)
-    if "gaps" in data:
-        if data["gaps"] not in GAPS:
-            raise JobFileError(f"'options.gaps' must be one of {', '.join(GAPS)}, got {data['gaps']!r}")
-        options.gaps = data["gaps"]
-    if data.get("max_keys") is not None:
-        options.max_keys = _integer(data["max_keys"], "options.max_keys")
-        if options.max_keys < 1:
-            raise JobFileError("'options.max_keys' must be at least 1")
-    if "arkit" in data:
-        if not isinstance(data["arkit"], bool):
-            raise JobFileError("'options.arkit' must be true or false")
-        options.arkit = data["arkit"]
-    return options
+    return JobOptions(**{name: OPTIONS[name].check(value) for name, value in data.items()})

@@ -10,11 +10,10 @@ never lands on an object of the same name in another file; Blender quitting ends
 from __future__ import annotations
 
 import atexit
-import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
@@ -22,18 +21,18 @@ import numpy as np
 
 from . import bake
 from .preferences import Settings
-from .runner import WorkerRun, worker_environment
+from .runner import WorkerRun, contract, worker_environment
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 ACTIVE: CaptureQueue | None = None
 LAST: dict = {"summary": "", "error": ""}
 
 
 @dataclass
 class Options:
+    """What the panel asks for: the capture options of the job, and how the result is baked."""
+
     mode: str = "BASIS"
-    smoothing: float = 1.0
-    gaps: str = "hold"  # frames without a face: "hold" the last expression or "interpolate" across the gap
+    capture: contract.JobOptions = field(default_factory=contract.JobOptions)
     head: str = "NONE"
     armature: str = ""
     bone: str = ""
@@ -44,7 +43,7 @@ def list_clips(directory: str | Path, names: list[str] | None = None) -> list[Pa
     if not directory.is_dir():
         raise ValueError(f"not a folder: {directory}")
     clips = [directory / n for n in names] if names else sorted(
-        p for p in directory.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        p for p in directory.iterdir() if p.suffix.lower() in contract.VIDEO_SUFFIXES and p.is_file())
     if not clips:
         raise ValueError(f"no video clips in {directory}")
     return clips
@@ -128,13 +127,11 @@ class CaptureQueue:
         clip, start, end = self.clips[self.index]
         job_dir = self.work / f"{self.index:04d}"
         job_dir.mkdir()
-        job = {"version": 1, "clip": str(clip), "frame_start": start, "frame_end": end,
-               "target": str(self.work / "target.npz"), "output": str(job_dir / "result.npz"),
-               "device": self.settings.device, "shape_keys": self.shape_keys,
-               "options": {"smoothing": self.options.smoothing, "gaps": self.options.gaps,
-                           "arkit": self.options.mode == "ARKIT"}}
-        (job_dir / "job.json").write_text(json.dumps(job, indent=1))
-        self.run = WorkerRun(self.python, job_dir / "job.json", self.env)
+        options = contract.JobOptions(**{**vars(self.options.capture), "arkit": self.options.mode == "ARKIT"})
+        job = contract.Job(clip=clip, output=job_dir / "result.npz", target=self.work / "target.npz",
+                           frame_start=start, frame_end=end, device=self.settings.device, options=options,
+                           shape_keys=self.shape_keys)
+        self.run = WorkerRun(self.python, job.save(job_dir / "job.json"), self.env)
 
     def step(self) -> bool:
         """Advance without blocking; False once every clip is baked, failed or cancelled."""

@@ -1,6 +1,8 @@
 """The capture front end for real footage: stream a clip, track the main face, and cut the same
 similarity crop the synthetic renders use, its five anchor points smoothed over time (One Euro) so the
-crop does not jitter. Frames without a face are flagged; the smoothing restarts after a gap."""
+crop does not jitter. Frames without a face are flagged; the crop's smoothing restarts after a gap.
+(The crop's smoothing steadies where the face is cut out; the codes' smoothing, `filters.smooth_codes`, is the
+user's setting and acts on the expression.)"""
 
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from serep_engine.capture.crop import crop_face, similarity_to_crop
-from serep_engine.capture.filters import OneEuroFilter
-from serep_engine.capture.tracking import FaceTracker
-from serep_engine.capture.video import probe, read_frames
+from serep_engine.track.crop import crop_face, similarity_to_crop
+from serep_engine.track.filters import OneEuroFilter
+from serep_engine.track.tracking import FaceTracker
+from serep_engine.track.video import VideoInfo, probe, read_frames
 
 # mediapipe face-mesh indices: both irises' centres, the nose tip, both mouth corners.
 IRIS_CENTRES, NOSE_TIP, MOUTH_CORNERS = (468, 473), 1, (61, 291)
@@ -50,13 +52,13 @@ class FrontEndFrame:
 
 
 class LiveFrontEnd:
-    """The front end one frame at a time (frames in order): tracking, smoothed five points, crop. `smoothing`
-    scales the One Euro filter's minimum cut-off down (0 turns smoothing off)."""
+    """The front end one frame at a time (frames in order): tracking, smoothed five points, crop.
+    `crop_smoothing` scales the anchor points' One Euro filter's minimum cut-off down (0 turns it off)."""
 
-    def __init__(self, fps: float = 30.0, crop_size: int = 256, smoothing: float = 1.0):
+    def __init__(self, fps: float = 30.0, crop_size: int = 256, crop_smoothing: float = 1.0):
         self.crop_size = crop_size
         self.tracker = FaceTracker(video=True)
-        self.points_filter = OneEuroFilter(fps, min_cutoff=1.5 / max(smoothing, 1e-6), beta=0.02) if smoothing else None
+        self.points_filter = OneEuroFilter.with_strength(fps, crop_smoothing, cutoff=1.5, beta=0.02)
         self.count = 0
 
     def close(self) -> None:
@@ -120,27 +122,28 @@ def ahead(items: Iterable, depth: int = 4) -> Iterator:
         thread.join()
 
 
-def front_end(path: str | os.PathLike, start: int = 0, end: int | None = None, crop_size: int = 256,
-              smoothing: float = 1.0) -> Iterator[FrontEndFrame]:
+def front_end(video: str | os.PathLike | VideoInfo, start: int = 0, end: int | None = None, crop_size: int = 256,
+              crop_smoothing: float = 1.0) -> Iterator[FrontEndFrame]:
     """Per frame of the clip's range, the main face's landmarks and its smoothed crop. Frames are decoded
-    a few ahead by a background thread while the current one is tracked."""
-    live = LiveFrontEnd(probe(path).fps, crop_size, smoothing)
+    a few ahead by a background thread while the current one is tracked. `video`: a path, or its probe."""
+    info = video if isinstance(video, VideoInfo) else probe(video)
+    live = LiveFrontEnd(info.fps, crop_size, crop_smoothing)
     try:
-        for index, rgb in ahead(read_frames(path, start, end)):
+        for index, rgb in ahead(read_frames(info, start, end)):
             yield live(rgb, index)
     finally:
         live.close()
 
 
-def track_chunk(path: str | os.PathLike, start: int, end: int | None, warmup: int = 10, crop_size: int = 256,
-                out_size: int | None = None, smoothing: float = 1.0) -> list[FrontEndFrame]:
+def track_chunk(info: VideoInfo, start: int, end: int | None, warmup: int = 10, crop_size: int = 256,
+                out_size: int | None = None, crop_smoothing: float = 1.0) -> list[FrontEndFrame]:
     """Frames [start, end) of the clip through a fresh front end started `warmup` frames earlier, so that
     tracking and the crop's smoothing have settled by `start`. Crops are resized to `out_size` (INTER_AREA, as
     the capture model resizes them) so that little crosses between processes."""
-    live = LiveFrontEnd(probe(path).fps, crop_size, smoothing)
+    live = LiveFrontEnd(info.fps, crop_size, crop_smoothing)
     frames = []
     try:
-        for index, rgb in read_frames(path, max(0, start - warmup), end):
+        for index, rgb in read_frames(info, max(0, start - warmup), end):
             frame = live(rgb, index)
             if index < start:
                 continue
@@ -156,8 +159,8 @@ def _one_thread_each() -> None:
     cv2.setNumThreads(1)
 
 
-def parallel_front_end(path: str | os.PathLike, start: int = 0, end: int | None = None, workers: int = 2,
-                       crop_size: int = 256, out_size: int | None = None, smoothing: float = 1.0,
+def parallel_front_end(video: str | os.PathLike | VideoInfo, start: int = 0, end: int | None = None,
+                       workers: int = 2, crop_size: int = 256, out_size: int | None = None, crop_smoothing: float = 1.0,
                        chunk: int = 300, warmup: int = 10) -> Iterator[FrontEndFrame]:
     """The front end spread over `workers` processes (for machines with many cores: tracking is the slowest
     stage): the range cut into chunks of `chunk` frames, each decoded and tracked by a worker from `warmup`
@@ -165,7 +168,7 @@ def parallel_front_end(path: str | os.PathLike, start: int = 0, end: int | None 
     first chunk is the single pass's; each later one starts a fresh mediapipe track, which then follows a
     slightly different, equally valid path (on skarsgard.mp4, 1080p: landmarks within 2.5 px of one pass).
     Spawned processes: a script calling this needs the `if __name__ == "__main__":` guard."""
-    info = probe(path)
+    info = video if isinstance(video, VideoInfo) else probe(video)
     last = info.frame_count if end is None else min(end, info.frame_count)
     bounds = [[first, first + chunk] for first in range(start, max(last, start + 1), chunk)]
     bounds[-1][1] = end  # the last chunk reads to the end asked for, or the real end (containers miscount frames)
@@ -173,7 +176,7 @@ def parallel_front_end(path: str | os.PathLike, start: int = 0, end: int | None 
     pending: deque = deque()
     try:
         for first, stop in bounds:
-            pending.append(pool.submit(track_chunk, str(path), first, stop, warmup, crop_size, out_size, smoothing))
+            pending.append(pool.submit(track_chunk, info, first, stop, warmup, crop_size, out_size, crop_smoothing))
             while len(pending) > 2 * workers:
                 yield from pending.popleft().result()
         while pending:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from serep_engine.eval.baselines import IRIS_LANDMARKS
 from serep_engine.facemodel.ict import ICTModel
+from serep_engine.track.tracking import IRIS_LANDMARKS
 
 
 class HeadPoseEstimator:
     def __init__(self, face_model: ICTModel):
-        from serep_engine.capture.correspondence import mediapipe_to_template
+        from serep_engine.track.correspondence import mediapipe_to_template
 
         vertex, valid = mediapipe_to_template(face_model)
         valid = valid.copy()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from serep_engine.cache import write_atomically
+
 OPTIONAL = ("arkit_names", "arkit_weights", "landmarks2d", "codes_raw")
 KINDS = {"frames": "iu", "face_found": "b", "arkit_names": "U"}  # numpy dtype kinds; the rest are real numbers
 
@@ -78,8 +80,10 @@ class CaptureResult:
         if self.arkit_weights is not None:
             self.arkit_weights = np.asarray(self.arkit_weights, np.float32)
             self.arkit_names = np.asarray(self.arkit_names, str)
-            check(self.arkit_weights.shape == (f, len(self.arkit_names)), "arkit_weights must be (F, len(arkit_names))")
-            check(bool(((self.arkit_weights >= 0) & (self.arkit_weights <= 1)).all()), "arkit_weights must be in [0, 1]")
+            check(self.arkit_weights.shape == (f, len(self.arkit_names)),
+                  "arkit_weights must be (F, len(arkit_names))")
+            check(bool(((self.arkit_weights >= 0) & (self.arkit_weights <= 1)).all()),
+                  "arkit_weights must be in [0, 1]")
         if self.landmarks2d is not None:
             self.landmarks2d = np.asarray(self.landmarks2d, np.float32)
             check(self.landmarks2d.ndim == 3 and self.landmarks2d.shape[0] == f and self.landmarks2d.shape[2] == 2,
@@ -93,14 +97,12 @@ class CaptureResult:
         path = Path(path)
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
         arrays["fps"] = np.float64(self.fps)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        try:
+
+        def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:  # closed even when the disk fills up mid-write
                 np.savez(handle, **arrays)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+
+        return write_atomically(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CaptureResult:

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import torch
 
-from serep_engine.bake.result import CaptureResult
-from serep_engine.capture.video import read_frames
+from serep_engine.contract.result import CaptureResult
 from serep_engine.facemodel.ict import FACE_VERTEX_COUNT, ICTModel
+from serep_engine.track.video import read_frames
 
 PANEL = 360
 
@@ -27,7 +27,7 @@ def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
 def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path: str | os.PathLike,
                   face_model: ICTModel, expression_model, target=None, registration=None) -> Path:
     """`target` (a TargetMesh whose vertices the result's basis moves) and its `registration` (for the view)."""
-    from serep_engine.synth.render import Appearance, Camera, HeadRenderer
+    from serep_engine.render.head import Appearance, Camera, HeadRenderer
 
     out_path = Path(out_path)
     renderer = HeadRenderer(face_model, PANEL)
@@ -38,7 +38,7 @@ def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path
     head = face_model.neutral.copy()
     target_view = None
     if target is not None:
-        from serep_engine.retarget.render import MeshRenderer
+        from serep_engine.render.mesh import MeshRenderer
 
         target_view = MeshRenderer(target.vertices, target.triangles, PANEL)
         target_rotation = registration.similarity.rotation

@@ -3,7 +3,6 @@ an optional frame range, and errors an artist can read."""
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,16 +41,14 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise VideoError(f"clip not found: {path}")
     if path.is_dir():
         raise VideoError(f"expected a video file, got a folder: {path}")
-    stat = path.stat()
-    if stat.st_size == 0:
+    if path.stat().st_size == 0:
         raise VideoError(f"the clip is an empty file (0 bytes): {path.name}")
-    return _probe_file(path.absolute(), stat.st_size, stat.st_mtime_ns)
+    return _probe_file(path.absolute())
 
 
-@functools.lru_cache(maxsize=32)
-def _probe_file(path: Path, size: int, mtime_ns: int) -> VideoInfo:
-    """Opening a clip and decoding its first frame costs 5-250 ms; a capture asks several times (the engine,
-    the front end, the reader), so the answer is kept per file version (size and modification time)."""
+def _probe_file(path: Path) -> VideoInfo:
+    """Opening a clip and decoding its first frame costs 5-250 ms: a capture probes once and passes the
+    `VideoInfo` along (to `read_frames`, the front end)."""
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
@@ -73,14 +70,16 @@ def _probe_file(path: Path, size: int, mtime_ns: int) -> VideoInfo:
         capture.release()
 
 
-def read_frames(path: str | os.PathLike, start: int = 0, end: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def read_frames(video: str | os.PathLike | VideoInfo, start: int = 0,
+                end: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(frame index, RGB uint8 frame) for frames start <= index < end of the clip, in order. OpenCV applies
     the container's rotation metadata, so phone clips come out upright.
 
     Frames come on the clip's constant frame grid (its average fps), placed by their timestamps: a variable
     frame rate clip (phones) has a frame held where the source skips time and dropped where it is denser, so
-    the animation keeps time with the clip's sound. On a constant-rate clip this is every frame, in order."""
-    info = probe(path)
+    the animation keeps time with the clip's sound. On a constant-rate clip this is every frame, in order.
+    `video`: a path, or its probe."""
+    info = video if isinstance(video, VideoInfo) else probe(video)
     if start < 0 or (end is not None and end <= start):
         raise VideoError(f"empty or negative frame range [{start}, {end})")
     stop = end if end is not None else np.inf

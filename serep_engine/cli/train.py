@@ -1,0 +1,42 @@
+"""`serep train expression|capture`: flags made from each training config's dataclass fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from serep_engine.cli.common import boolean, log
+
+
+def train_expression(args) -> dict:
+    from serep_engine.expression.train import config_from_args, train_expression
+
+    return train_expression(config_from_args(args), out_dir=args.out, log=log)["summary"]
+
+
+def train_capture(args) -> dict:
+    from serep_engine.capture.train import config_from_args, train_capture
+
+    return train_capture(config_from_args(args), args.out or Path("capture_model"), log=log)
+
+
+def _config_flags(parser, config) -> None:
+    for name, default in config.__dataclass_fields__.items():
+        kind = type(default.default)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=boolean if kind is bool else kind,
+                            default=None, help=f"(default {default.default!r})")
+
+
+def register(commands) -> None:
+    from serep_engine.capture.train import TrainCaptureConfig
+    from serep_engine.expression.train import TrainConfig
+
+    train = commands.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
+    expression = train.add_parser("expression", help="train the semantic expression model (E_id, E_exp, D_mesh)")
+    _config_flags(expression, TrainConfig)
+    expression.add_argument("--out", type=Path, default=None, help="folder to write the checkpoint to")
+    expression.set_defaults(func=train_expression)
+
+    capture = train.add_parser("capture", help="train the capture model (E_img, H_exp, H_lmks, C_d)")
+    _config_flags(capture, TrainCaptureConfig)
+    capture.add_argument("--out", type=Path, default=None, help="folder for checkpoints and weights")
+    capture.set_defaults(func=train_capture)

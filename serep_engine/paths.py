@@ -1,0 +1,30 @@
+"""Where the engine finds its data and keeps its caches; every path is anchored here, never to the CWD.
+
+- data: `SEREP_DATA` if set (the extension sets it to the data it bundles), else `../shared/data` beside the
+  repository (a checkout).
+- cache: `SEREP_CACHE` if set (the add-on's preferences set it), else `~/.cache/serep`.
+- weights: the trained models that ship inside the package.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def data_dir() -> Path:
+    if "SEREP_DATA" in os.environ:
+        return Path(os.environ["SEREP_DATA"])
+    return PACKAGE.parents[1] / "shared" / "data"
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("SEREP_CACHE", Path.home() / ".cache" / "serep"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def weights_dir() -> Path:
+    return PACKAGE / "weights"
