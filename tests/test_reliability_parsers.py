@@ -110,6 +110,7 @@ arrays = st.builds(lambda shape, dtype, fill: np.full(shape, fill).astype(dtype)
 @given(changes=st.dictionaries(st.sampled_from(list(valid_result()) + ["arkit_names", "arkit_weights",
                                                                         "landmarks2d", "codes_raw", "junk"]),
                                arrays | st.none(), max_size=4))
+@example(changes={"arkit_names": np.array("0"), "arkit_weights": np.array(0.0)})  # 0-d names (found by the fuzz)
 def test_fuzzed_result_arrays_load_valid_or_are_refused(tmp_path, changes):
     arrays = valid_result()
     for name, value in changes.items():

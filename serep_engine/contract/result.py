@@ -80,8 +80,8 @@ class CaptureResult:
         if self.arkit_weights is not None:
             self.arkit_weights = np.asarray(self.arkit_weights, np.float32)
             self.arkit_names = np.asarray(self.arkit_names, str)
-            check(self.arkit_weights.shape == (f, len(self.arkit_names)),
-                  "arkit_weights must be (F, len(arkit_names))")
+            check(self.arkit_names.ndim == 1 and self.arkit_weights.shape == (f, len(self.arkit_names)),
+                  "arkit_names must be 1-D and arkit_weights (F, len(arkit_names))")
             check(bool(((self.arkit_weights >= 0) & (self.arkit_weights <= 1)).all()),
                   "arkit_weights must be in [0, 1]")
         if self.landmarks2d is not None:
