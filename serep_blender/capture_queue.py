@@ -43,9 +43,10 @@ def list_clips(directory: str | Path, names: list[str] | None = None) -> list[Pa
     if not directory.is_dir():
         raise ValueError(f"not a folder: {directory}")
     clips = [directory / n for n in names] if names else sorted(
-        p for p in directory.iterdir() if p.suffix.lower() in contract.VIDEO_SUFFIXES and p.is_file())
+        p for p in directory.iterdir()
+        if p.suffix.lower() in contract.VIDEO_SUFFIXES + contract.TAKE_SUFFIXES and p.is_file())
     if not clips:
-        raise ValueError(f"no video clips in {directory}")
+        raise ValueError(f"no video clips or ARKit takes in {directory}")
     return clips
 
 

@@ -38,21 +38,40 @@ def capture_options(settings) -> contract.JobOptions:
     values.update({o.name: values[o.name].lower() for o in contract.CAPTURE_OPTIONS if o.panel and o.choices})
     return contract.JobOptions(**values)
 
-_clip_info: dict[str, tuple[float, int] | None] = {}  # clip path -> (fps, frames), read by Blender's own decoder
+
+_clip_info: dict[str, tuple[float, int] | None] = {}  # clip path -> (fps, frames or a take's rows)
+
+
+def is_take(path: str) -> bool:
+    """Whether a clip is a Live Link Face / ARKit take (a .csv) rather than a video."""
+    return path.lower().endswith(contract.TAKE_SUFFIXES)
 
 
 def clip_info(path: str) -> tuple[float, int] | None:
-    """(fps, frame count) of a clip, or None when Blender cannot read it; cached per path."""
+    """(fps, frame count) of a clip read by Blender's own decoder, or (fps, rows) of a take read by the engine's
+    reader (contract.read_take); None when it cannot be read. Cached per path."""
     path = bpy.path.abspath(path)
     if path not in _clip_info:
-        try:
-            clip = bpy.data.movieclips.load(path, check_existing=False)
-        except RuntimeError:
-            _clip_info[path] = None
-        else:
-            _clip_info[path] = (clip.fps, clip.frame_duration)
-            bpy.data.movieclips.remove(clip)
+        _clip_info[path] = _take_info(path) if is_take(path) else _movie_info(path)
     return _clip_info[path]
+
+
+def _movie_info(path: str) -> tuple[float, int] | None:
+    try:
+        clip = bpy.data.movieclips.load(path, check_existing=False)
+    except RuntimeError:
+        return None
+    info = (clip.fps, clip.frame_duration)
+    bpy.data.movieclips.remove(clip)
+    return info
+
+
+def _take_info(path: str) -> tuple[float, int] | None:
+    try:
+        take = contract.read_take(path)
+    except contract.TakeError:
+        return None
+    return take.fps, take.n_frames
 
 
 def cached_clip_info(path: str) -> tuple[float, int] | None | str:
@@ -78,7 +97,8 @@ def _is_armature(self, obj) -> bool:
 
 
 class SerepSettings(bpy.types.PropertyGroup):
-    clip: StringProperty(name="Clip", subtype="FILE_PATH", update=_clip_changed, description="Video of the actor")
+    clip: StringProperty(name="Clip", subtype="FILE_PATH", update=_clip_changed,
+                         description="Video of the actor, or a Live Link Face / ARKit take (.csv)")
     frame_start: IntProperty(name="Start", min=0, default=0, description="First clip frame to capture")
     frame_end: IntProperty(name="End", min=0, default=0,
                            description="Clip frame to stop before (0: the clip's end)")

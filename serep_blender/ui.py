@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import capture_queue
-from .properties import cached_clip_info
+from .properties import cached_clip_info, is_take
 
 
 class _SidebarMixin:
@@ -29,6 +29,9 @@ class SEREP_PT_main(_SidebarMixin, bpy.types.Panel):
         info = cached_clip_info(settings.clip) if settings.clip else None
         if info == "reading":
             layout.label(text="reading the clip...")
+        elif settings.clip and is_take(settings.clip):
+            layout.label(text=f"ARKit take: {info[0]:.5g} fps, {info[1]} rows" if info else
+                         "not a Live Link Face take", icon="FILE_TEXT" if info else "ERROR")
         elif settings.clip:
             layout.label(text=f"{info[0]:.3g} fps, {info[1]} frames" if info else "Blender cannot read this clip",
                          icon="FILE_MOVIE" if info else "ERROR")

@@ -73,7 +73,7 @@ def run_job(job_path: str | os.PathLike, python: str | None = None, timeout: flo
         except ValueError:
             continue
         kind = message.get("type")
-        if kind == "progress" and message.get("stage") == "tracking":
+        if kind == "progress" and message.get("stage") in ("tracking", "reading the take"):  # a clip's, a take's
             outcome["frames"] = message.get("done", 0)
         elif kind == "warning":
             outcome["warnings"].append(message.get("message", ""))

@@ -1,9 +1,10 @@
-"""The engine's Python API: video in, a capture result (DESIGN.md contract) out.
+"""The engine's Python API: video (or an ARKit take) in, a capture result (DESIGN.md contract) out.
 
     engine = Engine.from_pretrained(device="auto")
     character = engine.fit(TargetMesh(vertices, triangles))  # once per mesh; cached on disk too
     result = engine.capture("take.mp4", target=character, progress=print)
     result.save("take.npz")
+    engine.import_take(read_take("take.csv"), target=character)  # a Live Link Face take (contract.read_take)
 
 Per frame: the tracking front end (mediapipe landmarks, smoothed similarity crop), the capture model
 (crop + landmarks -> SEREP code), head pose from the landmarks. Over the clip: gaps without a face are
@@ -27,7 +28,8 @@ import numpy as np
 import torch
 
 from serep_engine.cache import cached_array
-from serep_engine.contract import CaptureResult, JobOptions
+from serep_engine.contract import CaptureResult, JobOptions, Take, TakeError
+from serep_engine.contract.arkit import ARKIT_NAMES
 from serep_engine.device import pick_device
 from serep_engine.shapekeys.basis import compress
 from serep_engine.track.crop import invert_transform
@@ -237,10 +239,56 @@ class Engine:
         return {"frames": np.array(frames), "fps": info.fps, "face_found": found, "codes_raw": raw,
                 "landmarks2d": np.stack(landmarks68).astype(np.float32), "head_pose": np.stack(poses)}
 
+    def import_take(self, take: Take, target: Registration | TargetMesh | None = None,
+                    options: CaptureOptions | None = None, start: int = 0, end: int | None = None,
+                    progress: ProgressFn | None = None) -> CaptureResult:
+        """A Live Link Face / ARKit take (contract/takes.py) as a capture result on `target`, like `capture`'s of a
+        clip: each found row's ARKit weights blend ICT's expression shapes on the template, E_exp encodes the blend
+        into a SEREP code, head yaw/pitch/roll become the head pose, and `retarget` does the rest as for captured
+        clips (lost rows held or interpolated, codes smoothed, decoded onto the target, the shape-key basis). The
+        result's ARKit weights are the take's own, lost rows filled as the gaps option says and never smoothed, so
+        the ARKit mode bakes what the phone recorded; only values outside ARKit's documented [0, 1] are clipped (real
+        takes hold a few, eyeLookIn up to 1.08, which the result contract and a shape key's slider do not take).
+        `start`/`end`: the take's frames (at its own rate) to keep."""
+        from serep_engine.retarget.export import head_pose_of_angles
+
+        options = options or CaptureOptions()
+        registration = self.fit(target) if isinstance(target, TargetMesh) else target
+        frames = take.frames()
+        if np.any(np.diff(frames) <= 0):
+            raise TakeError(f"two rows of the take fall on frame {frames[1:][np.diff(frames) <= 0][0]} at its "
+                            f"{take.fps:g} fps (timecodes out of order or less than a frame apart)")
+        keep = (frames >= start) & (frames < (frames[-1] + 1 if end is None else end))
+        if not keep.any():
+            raise ValueError(f"the take has no rows in the frames {start}..{end} (it has {frames[-1] + 1})")
+        found = take.found[keep]
+        if not found.any():
+            raise NoFaceError(f"tracking was lost on all {int(keep.sum())} rows of the take")
+        if progress is not None:
+            progress(int(keep.sum()), int(keep.sum()), "reading the take", 0.0)
+        weights = np.clip(take.weights[keep], 0.0, 1.0)  # NaN (lost rows) stays NaN
+        tracked = {"frames": frames[keep], "fps": take.fps, "face_found": found,
+                   "codes_raw": (weights @ self.arkit_codes()).astype(np.float32),  # NaN on lost rows
+                   "head_pose": head_pose_of_angles(take.rotations[keep, :3]), "arkit_weights": weights}
+        with engine_threads():
+            return self.retarget(tracked, registration, options, progress)
+
+    def arkit_codes(self) -> np.ndarray:
+        """(52, D): the SEREP code of each ARKit shape (ICT's expression shapes; split halves summed, tongueOut
+        zero) on the template, by E_exp. E_exp is linear (a least-squares inverse), so a blend of the shapes
+        encodes to the same blend of these codes."""
+        from serep_engine.retarget.arkit import arkit_shapes
+
+        shapes = arkit_shapes(self.face_model, self.face_model.face_expression_basis)
+        basis = self.identity_basis(self.face_model.face_neutral)
+        with torch.no_grad():
+            return self.expression_model.encode_displacements(torch.from_numpy(shapes),
+                                                              torch.from_numpy(basis)).numpy()
+
     def retarget(self, tracked: dict, registration: Registration | None, options: CaptureOptions,
                  progress: ProgressFn | None = None) -> CaptureResult:
         """Fill gaps, smooth, decode onto the fitted target (None: the template) and compress into a shape-key
-        basis."""
+        basis. ARKit weights in `tracked` (a take's) are kept, gaps filled; else `options.arkit` solves them."""
         found = tracked["face_found"]
         raw = fill_gaps(tracked["codes_raw"], found, options.gaps)
         codes = smooth_codes(raw, tracked["fps"], options.smoothing, found)
@@ -256,7 +304,10 @@ class Engine:
         tolerance = options.tolerance_cm * (1.0 if registration is None else registration.scale_to_user)
         basis, weights, _ = compress(user_basis, codes, tolerance, options.max_keys)
         extra = {}
-        if options.arkit:
+        if "arkit_weights" in tracked:
+            extra = {"arkit_names": np.array(ARKIT_NAMES),
+                     "arkit_weights": fill_gaps(tracked["arkit_weights"], found, options.gaps)}
+        elif options.arkit:
             from serep_engine.retarget.arkit import ARKitSolver
 
             neutral = self.face_model.face_neutral if registration is None else registration.neutral
@@ -269,7 +320,7 @@ class Engine:
             progress(1, 1, "retargeting", 0.0)
         return CaptureResult(frames=tracked["frames"], fps=tracked["fps"], face_found=found, codes=codes,
                              head_pose=head_pose, basis=basis, weights=weights, codes_raw=raw,
-                             landmarks2d=tracked["landmarks2d"], **extra)
+                             landmarks2d=tracked.get("landmarks2d"), **extra)
 
 
 @contextmanager

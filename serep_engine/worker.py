@@ -1,5 +1,7 @@
 """The background worker (DESIGN.md contract): `python -m serep_engine worker --job JOB`.
 
+A job's clip is a video (captured) or a Live Link Face / ARKit take, a `.csv` (imported: `Engine.import_take`).
+
 Stdout carries one JSON object per line and nothing else: the messages of `contract/messages.py` (exit
 status 0 after "done", 1 after "error", 130 when cancelled). The done line adds "arkit_keys": {the target's
 shape key: its ARKit name} when the job asks for ARKit weights. Everything else that anything prints, from
@@ -23,7 +25,8 @@ import traceback
 from dataclasses import asdict
 from typing import TextIO
 
-from serep_engine.contract import Job, encode_message
+from serep_engine.contract import TAKE_SUFFIXES, Job, encode_message, read_take
+from serep_engine.contract.arkit import match_arkit_names
 
 CANCELLED_EXIT = 130
 ORPHAN_GRACE_S = 10.0  # after the parent is gone, how long a stop may take before the worker just leaves
@@ -73,13 +76,18 @@ def run(job_path: str, protocol: Protocol) -> int:
 
 
 def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
-    from serep_engine.track.video import probe
-
     job = Job.load(job_path)
-    video = probe(job.clip)  # once: the engine and the front end are handed this
-    if job.frame_start >= video.frame_count:
-        raise ValueError(f"frame_start {job.frame_start} is past the clip's end ({video.frame_count} frames)")
-    end = video.frame_count if job.frame_end is None else min(job.frame_end, video.frame_count)
+    if job.clip.suffix.lower() in TAKE_SUFFIXES:  # a Live Link Face take: imported, not tracked
+        take = read_take(job.clip)
+        video, frame_count = None, int(take.frames()[-1]) + 1
+    else:
+        from serep_engine.track.video import probe
+
+        video = probe(job.clip)  # once: the engine and the front end are handed this
+        frame_count = video.frame_count
+    if job.frame_start >= frame_count:
+        raise ValueError(f"frame_start {job.frame_start} is past the clip's end ({frame_count} frames)")
+    end = frame_count if job.frame_end is None else min(job.frame_end, frame_count)
     protocol.progress(0, end - job.frame_start, "loading", 0.0)
 
     from serep_engine.engine import Cancelled, CaptureOptions, Engine, TargetMesh
@@ -101,12 +109,17 @@ def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
         return engine.capture(video, job.frame_start, end, target=registration, options=options,
                               progress=protocol.progress, should_stop=stop.is_set)
 
-    result = with_memory_fallback(attempt, options.batch_size, engine.device.type, protocol)
+    if video is None:
+        result = engine.import_take(take, registration, options, job.frame_start, end, protocol.progress)
+    else:
+        result = with_memory_fallback(attempt, options.batch_size, engine.device.type, protocol)
+    if stop.is_set():
+        raise Cancelled("capture cancelled")
     missing = int((~result.face_found).sum())
     if missing:
         protocol.send("warning", message=f"no face in {missing} of {result.n_frames} frames "
                                          f"({'held' if job.options.gaps == 'hold' else 'interpolated'})")
-    if result.n_frames < end - job.frame_start - 1:
+    if video is not None and result.n_frames < end - job.frame_start - 1:
         protocol.send("warning", message=f"the clip ended after {result.n_frames} of the {end - job.frame_start} "
                                          "frames its header promises (a damaged or cut-short file?)")
     try:
@@ -114,8 +127,6 @@ def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
     except OSError as error:
         raise OSError(f"could not write the result to {job.output}: {error.strerror or error}") from error
     if job.options.arkit:
-        from serep_engine.retarget.arkit import match_arkit_names
-
         done["arkit_keys"] = match_arkit_names(job.shape_keys)
         if not done["arkit_keys"]:
             protocol.send("warning", message="none of the target's shape keys has an ARKit name")

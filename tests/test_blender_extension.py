@@ -206,6 +206,106 @@ def test_cancel_stops_the_worker_and_leaves_the_mesh_untouched(addon, head, repo
     bpy.app.timers.unregister(addon.capture_queue.tick)
 
 
+# -- Live Link Face / ARKit takes -------------------------------------------------------------------------------
+TAKES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "arkit_takes"
+RATES = (23.976, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0)
+
+
+def keyframes(fcurve) -> tuple[np.ndarray, np.ndarray]:
+    co = np.empty(2 * len(fcurve.keyframe_points), np.float32)
+    fcurve.keyframe_points.foreach_get("co", co)
+    return co[0::2], co[1::2]
+
+
+def test_a_live_link_face_take_bakes_onto_the_rigs_arkit_keys(addon, head):
+    """A take (.csv) as the clip, ARKit mode, through the installed extension's worker: the rig's own ARKit keys
+    get the phone's values on the take's frames; the user's keys and actions stay as they were."""
+    import bpy
+
+    from serep_engine.contract import read_take
+    from serep_engine.contract.arkit import ARKIT_NAMES
+
+    path = TAKES / "apfel.csv"
+    if not path.exists():
+        pytest.skip(f"real ARKit takes not found at {TAKES}")
+    assert addon.properties.clip_info(str(path)) == (30.0, 1926)  # what the panel shows: fps, rows
+    assert addon.capture_queue.list_clips(TAKES)[0].suffix == ".csv"  # batch takes them too
+    user_action = bpy.data.actions.new("my own action")
+    head.animation_data_create().action = user_action
+    before = user_state(head)
+    assert bpy.ops.serep.capture(filepath=str(path), mode="ARKIT", wait=True, target=head.name) == {"FINISHED"}, \
+        addon.capture_queue.LAST
+    take = read_take(path)
+    key = head.data.shape_keys
+    scene = bpy.context.scene
+    times = scene.frame_start + take.frames() * (scene.render.fps / scene.render.fps_base) / 30.0
+    fcurves = fcurves_of(key)
+    assert sorted(fc.data_path for fc in fcurves) == sorted(f'key_blocks["{n}"].value' for n in ARKIT_KEYS)
+    for fcurve in fcurves:
+        at, values = keyframes(fcurve)
+        column = ARKIT_NAMES.index(fcurve.data_path.split('"')[1])
+        np.testing.assert_allclose(at, times, atol=1e-3)
+        np.testing.assert_allclose(values[take.found], np.clip(take.weights[take.found, column], 0, 1), atol=1e-6)
+    assert head.animation_data.action == user_action and not any(b.name.startswith("SEREP_") for b in key.key_blocks)
+    after = user_state(head)  # the shapes untouched; values too, but for the ARKit keys the take now drives
+    assert after.keys() == before.keys() and all(np.array_equal(after[n][0], before[n][0]) for n in before)
+    assert all(after[n][1] == before[n][1] for n in before if n not in ARKIT_KEYS)
+    assert "baked 1 clip(s), 1926 frames" in addon.capture_queue.LAST["summary"]
+
+
+@pytest.fixture(scope="module")
+def blink_takes(tmp_path_factory):
+    """For each rate, a take written by the exporter with one blink (eyeBlinkLeft 1 on one row) 40 s in, read back
+    by the take reader into a result file as the engine makes it (frames at the take's own rate)."""
+    from serep_engine.contract import CaptureResult, read_take
+    from serep_engine.contract.arkit import ARKIT_NAMES
+    from serep_engine.retarget.export import write_livelink_csv
+
+    folder = tmp_path_factory.mktemp("blinks")
+    takes = {}
+    for rate in RATES:
+        frames = np.arange(int(41 * rate))
+        blink = int(round(40 * rate))
+        weights = np.zeros((len(frames), len(ARKIT_NAMES)), np.float32)
+        weights[blink, ARKIT_NAMES.index("eyeBlinkLeft")] = 1.0
+        take = read_take(write_livelink_csv(folder / f"{rate}.csv", frames, rate, ARKIT_NAMES, weights))
+        n = take.n_frames
+        result = CaptureResult(frames=take.frames(), fps=take.fps, face_found=take.found, codes=np.zeros((n, 1)),
+                               head_pose=np.zeros((n, 6)), basis=np.zeros((1, 4, 3)), weights=np.zeros((n, 1)),
+                               arkit_names=np.array(ARKIT_NAMES), arkit_weights=take.weights)
+        takes[rate] = (result.save(folder / f"{rate}.npz"), blink)
+    return takes
+
+
+@pytest.mark.parametrize("scene_rate", RATES)
+@pytest.mark.parametrize("take_rate", RATES)
+def test_a_blink_lands_on_its_scene_frame_at_any_pair_of_rates(addon, blink_takes, take_rate, scene_rate):
+    import bpy
+
+    path, blink = blink_takes[take_rate]
+    scene = bpy.context.scene
+    scene.render.fps = round(scene_rate)
+    scene.render.fps_base = round(scene_rate) / scene_rate
+    scene.frame_start = 1
+    mesh = bpy.data.meshes.new("eye")
+    mesh.from_pydata([(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0)], [], [(0, 1, 2, 3)])
+    obj = bpy.data.objects.new("eye", mesh)
+    scene.collection.objects.link(obj)
+    obj.shape_key_add(name="Basis")
+    obj.shape_key_add(name="eyeBlinkLeft")
+    addon.bake.bake(obj, addon.bake.load_result(path), "blink", "ARKIT", scene=scene,
+                    arkit_keys={"eyeBlinkLeft": "eyeBlinkLeft"})
+    (fcurve,) = fcurves_of(obj.data.shape_keys)
+    at, values = keyframes(fcurve)
+    expected = 1 + blink / take_rate * scene_rate  # the blink's time in the take, on the scene's clock
+    assert at[np.argmax(values)] == pytest.approx(expected, abs=0.01)
+    nearest = round(expected)
+    on_frames = {frame: fcurve.evaluate(frame) for frame in (nearest - 1, nearest, nearest + 1)}
+    assert max(on_frames, key=on_frames.get) == nearest
+    if scene_rate >= take_rate:  # a scene frame at least as fine as the take's rows always sees the blink
+        assert on_frames[nearest] >= 0.5
+
+
 # -- end to end: real clips through the installed extension's worker (needs the capture model's weights) ----
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "videos"
 

@@ -13,7 +13,8 @@ from serep_engine.eval.retarget import EYES_AND_TEETH, HEAD_POLYGONS, HEAD_VERTI
 from serep_engine.facemodel.ict import FACE_VERTEX_COUNT, quads_to_triangles
 from serep_engine.facemodel.identities import eval_identity, identity_shapes
 from serep_engine.retarget import LandmarkError, NoFaceFoundError, fit_target
-from serep_engine.retarget.arkit import ARKIT_NAMES, ARKitSolver, match_arkit_names
+from serep_engine.contract.arkit import ARKIT_NAMES, match_arkit_names
+from serep_engine.retarget.arkit import ARKitSolver
 from serep_engine.retarget.export import LIVELINK_HEADER, export_result, write_livelink_csv
 
 

@@ -75,3 +75,31 @@ def test_sigterm_cancels_cleanly_without_a_result(tmp_path):
     assert lines[-1] == {"type": "error", "message": "cancelled", "traceback": "", "cancelled": True}
     assert process.returncode == 130
     assert not list(tmp_path.glob("*.npz"))
+
+
+def test_a_take_is_imported_with_the_usual_lines(tmp_path):
+    """A job whose clip is a Live Link Face take (.csv): imported, not tracked; progress, the lost rows' warning,
+    and the done line with the target's ARKit keys, as for a capture."""
+    from serep_engine.contract import CaptureResult, read_take
+    from serep_engine.contract.job import JobOptions
+
+    take_path = REPO.parent / "shared" / "data" / "real" / "arkit_takes" / "apfel.csv"
+    if not take_path.exists():
+        pytest.skip(f"real ARKit takes not found at {take_path.parent}")
+    job = Job(clip=take_path, output=tmp_path / "result.npz", frame_start=100, frame_end=400,
+              options=JobOptions(arkit=True), shape_keys=["Basis", "JawOpen", "EyeBlink_L", "mine"])
+    process = start(job.save(tmp_path / "job.json"))
+    stdout, stderr = process.communicate(timeout=300)
+    lines = messages(stdout)
+    assert process.returncode == 0, stderr[-2000:]
+    assert lines[0] == {"type": "progress", "done": 0, "total": 300, "stage": "loading", "fps": 0.0}
+    assert {"reading the take", "retargeting"} <= {m["stage"] for m in lines if m["type"] == "progress"}
+    take = read_take(take_path)
+    keep = (take.frames() >= 100) & (take.frames() < 400)
+    lost = int((~take.found[keep]).sum())
+    warnings = [m["message"] for m in lines if m["type"] == "warning"]
+    assert warnings == [f"no face in {lost} of {keep.sum()} frames (held)"]
+    assert lines[-1] == {"type": "done", "result": str(tmp_path / "result.npz"),
+                         "arkit_keys": {"JawOpen": "jawOpen", "EyeBlink_L": "eyeBlinkLeft"}}
+    result = CaptureResult.load(tmp_path / "result.npz")
+    assert result.frames.tolist() == take.frames()[keep].tolist() and lost > 0

@@ -1,4 +1,5 @@
-"""`serep capture`, `serep batch`, `serep export`, `serep worker`: clips into result files, and results out."""
+"""`serep capture`, `serep import-takes`, `serep batch`, `serep export`, `serep worker`: clips and ARKit takes into
+result files, and results out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from serep_engine.cli.common import add_capture_options, capture_options, load_target, report
-from serep_engine.contract import VIDEO_SUFFIXES
+from serep_engine.contract import TAKE_SUFFIXES, VIDEO_SUFFIXES, read_take
 
 
 def capture(args) -> dict:
@@ -42,6 +43,41 @@ def capture(args) -> dict:
     return summary
 
 
+def import_takes(args) -> dict:
+    """Live Link Face / ARKit takes into result files, as `capture` makes of clips: OUT.npz for one take, else a
+    folder of <take>.npz."""
+    from serep_engine.engine import CaptureOptions, Engine
+
+    takes = [read_take(path) for path in args.takes]  # a file that is not a take is said before the models load
+    if args.out.suffix == ".npz":
+        if len(takes) > 1:
+            raise ValueError(f"{len(takes)} takes need a folder for their results, not {args.out.name}")
+        outs = [args.out]
+    else:
+        stems = [path.stem for path in args.takes]
+        clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
+        if clashes:
+            raise ValueError(f"several takes are named {', '.join(clashes)}: their results would overwrite each other")
+        args.out.mkdir(parents=True, exist_ok=True)
+        outs = [args.out / f"{stem}.npz" for stem in stems]
+    if not outs[0].parent.exists():
+        raise FileNotFoundError(f"the output folder does not exist: {outs[0].parent}")
+    mesh = load_target(args.target) if args.target else None
+    engine = Engine.from_pretrained("cpu")  # a take needs no capture model on a GPU
+    registration = None if mesh is None else engine.fit(mesh)
+    options = CaptureOptions(**capture_options(args))
+    summaries = []
+    for path, take, out in zip(args.takes, takes, outs, strict=True):
+        started = time.perf_counter()
+        result = engine.import_take(take, registration, options)
+        result.save(out)
+        summaries.append({"take": str(path), "result": str(out), "frames": result.n_frames, "fps": result.fps,
+                          "lost": int((~result.face_found).sum()), "keys": len(result.basis),
+                          "vertices": int(result.basis.shape[1]), "seconds": round(time.perf_counter() - started, 2)})
+        report(summaries[-1])
+    return {"takes": summaries}
+
+
 def batch(args) -> dict:
     """Bake many clips with Dask (serep_engine/distributed.py): one worker job per clip; one JSON line per clip
     on stderr, the summary on stdout."""
@@ -51,13 +87,13 @@ def batch(args) -> dict:
     clips = []
     for path in args.clips:
         if path.is_dir():
-            clips += sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+            clips += sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES + TAKE_SUFFIXES)
         elif path.is_file():
             clips.append(path)
         else:
             raise FileNotFoundError(f"clip or folder not found: {path}")
     if not clips:
-        raise ValueError("no clips to bake (video files: " + ", ".join(VIDEO_SUFFIXES) + ")")
+        raise ValueError("no clips to bake (video files and takes: " + ", ".join(VIDEO_SUFFIXES + TAKE_SUFFIXES) + ")")
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.target
     if target is not None and target.suffix.lower() != ".npz":  # jobs take .npz meshes: convert once, shared
@@ -103,6 +139,13 @@ def register(commands) -> None:
     parser.add_argument("--end", type=int, default=None, help="one past the last frame")
     add_capture_options(parser)
     parser.set_defaults(func=capture)
+
+    parser = commands.add_parser("import-takes", help="Live Link Face / ARKit takes (.csv) into result files (.npz)")
+    parser.add_argument("takes", type=Path, nargs="+", help="takes (.csv, as the Live Link Face app writes them)")
+    parser.add_argument("--out", type=Path, required=True, help="result file (.npz) for one take, else a folder")
+    parser.add_argument("--target", type=Path, default=None, help="target mesh (.npz vertices+faces, .obj, .ply, ...)")
+    add_capture_options(parser)
+    parser.set_defaults(func=import_takes)
 
     parser = commands.add_parser("batch", help="bake many clips on local processes or a Dask cluster "
                                                "(docs/distributed.md)")

@@ -1,5 +1,5 @@
-"""ARKit interchange: Apple's 52 blend-shape names, recognising them on a user's rig in the usual spellings,
-and solving per-frame ARKit weights from decoded displacements.
+"""ARKit shapes on an identity, and solving per-frame ARKit weights from decoded displacements (the names and
+their spellings are the contract's: `contract/arkit.py`).
 
 The ARKit shapes of an identity are ICT's 53 shapes carried onto that identity's neutral by deformation
 transfer; ICT splits browInnerUp and cheekPuff into _L/_R halves (an ARKit shape is the sum of its halves)
@@ -9,56 +9,13 @@ and has no tongue, so tongueOut is reported absent and always solved as 0.
 from __future__ import annotations
 
 import hashlib
-import re
 
 import numpy as np
 from scipy.optimize import lsq_linear
 
+from serep_engine.contract.arkit import ARKIT_NAMES, arkit_name
 from serep_engine.facemodel.ict import ICTModel
 from serep_engine.facemodel.identities import TRANSFER_VERSION, transferred_shapes
-
-# Apple's order (ARFaceAnchor.BlendShapeLocation grouped by eye, jaw and mouth, brows, cheeks, nose, tongue).
-ARKIT_NAMES = (
-    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft",
-    "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
-    "eyeSquintRight", "eyeWideRight", "jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose", "mouthFunnel",
-    "mouthPucker", "mouthLeft", "mouthRight", "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft",
-    "mouthFrownRight", "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthPressLeft", "mouthPressRight",
-    "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight", "browDownLeft",
-    "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff", "cheekSquintLeft",
-    "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "tongueOut",
-)
-_SPLIT_HALVES = {"browInnerUp", "cheekPuff"}  # ICT has _L and _R halves of these
-
-
-def _key(name: str) -> str:
-    """Spelling-free key: lower-case letters and digits, a trailing Left/Right/L/R side as l/r."""
-    key = re.sub(r"[^a-z0-9]", "", name.lower())
-    for word, side in (("left", "l"), ("right", "r")):
-        if key.endswith(word):
-            return key[: -len(word)] + side
-    return key
-
-
-_CANONICAL = {_key(name): name for name in ARKIT_NAMES}
-_CANONICAL.update({_key(f"{name}_{side}"): name for name in _SPLIT_HALVES for side in "LR"})
-
-
-def arkit_name(name: str) -> str | None:
-    """The ARKit name a shape key's name spells (`EyeBlink_L`, `eye_blink_left`, `Face.eyeBlinkLeft`,
-    `eyeBlink.L`, ...), or None. Split halves (`browInnerUp_L`) map to their ARKit shape."""
-    candidates = [name] + [name[i + 1:] for i, char in enumerate(name) if char in ".:|/"]
-    for candidate in candidates:
-        found = _CANONICAL.get(_key(candidate))
-        if found is not None:
-            return found
-    return None
-
-
-def match_arkit_names(names) -> dict[str, str]:
-    """{user shape-key name: ARKit name} for the names that spell an ARKit shape."""
-    return {name: canonical for name in names if (canonical := arkit_name(name)) is not None}
 
 
 def ict_components(face_model: ICTModel) -> list[list[int]]:
@@ -67,6 +24,12 @@ def ict_components(face_model: ICTModel) -> list[list[int]]:
     for index, ict_name in enumerate(face_model.expression_names):
         by_name[arkit_name(ict_name)].append(index)
     return [by_name[name] for name in ARKIT_NAMES]
+
+
+def arkit_shapes(face_model: ICTModel, shapes: np.ndarray) -> np.ndarray:
+    """(52, V, 3) float32: each ARKit shape from ICT's 53 (V, 3) `shapes` (split halves summed, tongueOut zero)."""
+    return np.stack([shapes[c].sum(0) if c else np.zeros(shapes.shape[1:], np.float32)
+                     for c in ict_components(face_model)]).astype(np.float32)
 
 
 def neutral_shapes(face_model: ICTModel, neutral: np.ndarray) -> np.ndarray:
@@ -85,12 +48,9 @@ class ARKitSolver:
 
     def __init__(self, face_model: ICTModel, neutral: np.ndarray, shapes: np.ndarray | None = None):
         shapes = neutral_shapes(face_model, neutral) if shapes is None else shapes
-        components = ict_components(face_model)
-        self.present = np.array([bool(c) for c in components])
+        self.present = np.array([bool(c) for c in ict_components(face_model)])
         self.absent = tuple(name for name, here in zip(ARKIT_NAMES, self.present, strict=True) if not here)
-        # (52, V, 3): each ARKit shape on this identity; absent ones are zero.
-        self.shapes = np.stack([shapes[c].sum(0) if c else np.zeros(shapes.shape[1:], np.float32)
-                                for c in components]).astype(np.float32)
+        self.shapes = arkit_shapes(face_model, shapes)  # (52, V, 3) on this identity; absent ones are zero
         design = self.shapes[self.present].reshape(int(self.present.sum()), -1).T.astype(np.float64)
         self._q, self._r = np.linalg.qr(design)  # the solve works on the small triangular system
 

@@ -1,11 +1,14 @@
 """ARKit weights out of a capture result: a Live Link Face CSV (the layout Epic's iPhone app writes) and JSON.
 
 CSV: `Timecode,BlendShapeCount,<52 ARKit names in PascalCase>,HeadYaw,HeadPitch,HeadRoll,LeftEyeYaw,...,
-RightEyeRoll`, one row per frame; Timecode is `HH:MM:SS:FF.mmm` (FF the frame within the second at the
-clip's rate), BlendShapeCount is 61 (the columns after it). Head angles are radians, taken from the result's
-head pose (rotation vector in OpenCV camera axes) as intrinsic Y-X-Z Euler angles (yaw about the vertical
-axis, pitch about the horizontal one, roll about the view axis; 0 facing the camera). The engine estimates
-no gaze, so the eye angles are 0 (gaze still shows in the eyeLook* weights).
+RightEyeRoll`, one row per frame. Timecode is the row's time (frame / fps seconds) as `HH:MM:SS:FF.mmm`, FF the
+fraction of the second in frames at the rate rounded to a whole number: the frame within the second at 24, 25, 30,
+... fps, a fractional one at 23.976, 29.97 or 59.94 fps (the app writes clock time too), so that reading the take
+back (`contract/takes.py`) finds the rows' own rate. BlendShapeCount is 61 (the columns after it). Head angles are
+radians, taken from the result's head pose (rotation vector in OpenCV camera axes) as intrinsic Y-X-Z Euler angles
+(yaw about the vertical axis, pitch about the horizontal one, roll about the view axis; 0 facing the camera);
+`head_pose_of_angles` is the inverse. The engine estimates no gaze, so the eye angles are 0 (gaze still shows in
+the eyeLook* weights).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from serep_engine.cache import write_atomically
-from serep_engine.retarget.arkit import ARKIT_NAMES
+from serep_engine.contract.arkit import ARKIT_NAMES
+from serep_engine.contract.takes import ROTATIONS
 
 # Live Link Face's own column order (it lists JawRight before JawLeft and MouthRight before MouthLeft).
 LIVELINK_SHAPES = (
@@ -31,8 +35,6 @@ LIVELINK_SHAPES = (
     "BrowDownRight", "BrowInnerUp", "BrowOuterUpLeft", "BrowOuterUpRight", "CheekPuff", "CheekSquintLeft",
     "CheekSquintRight", "NoseSneerLeft", "NoseSneerRight", "TongueOut",
 )
-ROTATIONS = ("HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw",
-             "RightEyePitch", "RightEyeRoll")
 LIVELINK_HEADER = ("Timecode", "BlendShapeCount", *LIVELINK_SHAPES, *ROTATIONS)
 
 
@@ -59,12 +61,24 @@ def head_angles(head_pose: np.ndarray) -> np.ndarray:
     return Rotation.from_rotvec(rotvec).as_euler("YXZ")
 
 
+def head_pose_of_angles(angles: np.ndarray) -> np.ndarray:
+    """(F, 6) head poses (rotation vector, zero translation) of (F, 3) yaw, pitch, roll: `head_angles` inverted;
+    0 where NaN."""
+    from scipy.spatial.transform import Rotation
+
+    pose = np.zeros((len(angles), 6), np.float32)
+    pose[:, :3] = Rotation.from_euler("YXZ", np.nan_to_num(np.asarray(angles, np.float64))).as_rotvec()
+    return pose
+
+
 def timecode(frame: int, fps: float) -> str:
+    """The time of a frame at `fps` as HH:MM:SS:FF.mmm, FF counted at the whole rate nearest `fps`."""
     rate = max(int(round(fps)), 1)
-    seconds, sub = divmod(int(frame), rate)
+    milli_frames = int(round(int(frame) / fps * rate * 1000))  # the time in thousandths of a frame at `rate`
+    seconds, sub = divmod(milli_frames, rate * 1000)
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
-    return f"{hours:02d}:{minutes:02d}:{seconds:02d}:{sub:02d}.000"
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}:{sub // 1000:02d}.{sub % 1000:03d}"
 
 
 def _write_atomically(path: Path, write) -> Path:

@@ -12,6 +12,9 @@ What real files hold, and how it is read:
 - rows where tracking was lost hold only `TIMECODE,0`: they are kept as frames without values (`found`
   False), to be held or interpolated like frames without a face;
 - a `take.json` beside the CSV (newer app versions) may give the timecode rate (`"frameRate"`).
+
+A take is a clip both sides of the contract accept (TAKE_SUFFIXES): the engine imports it (`Engine.import_take`),
+the add-on shows its rate and rows with this same reader (standard library and numpy only).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serep_engine.retarget.arkit import ARKIT_NAMES, arkit_name
+from serep_engine.contract.arkit import ARKIT_NAMES, arkit_name
 
 ROTATIONS = ("HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw",
              "RightEyePitch", "RightEyeRoll")
@@ -133,7 +136,8 @@ def _timecode_rate(path: Path, timecodes: list[str]) -> float:
 
 
 def _nearest_rate(fps: float) -> float:
-    """The measured row rate snapped to a usual one (23.976 ... 120) when it is within 1%."""
-    usual = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0, 120.0)
+    """The measured row rate snapped to a usual one (23.976 ... 120; the NTSC ones exactly, as 24000/1001 ...)
+    when it is within 1%."""
+    usual = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0, 60000 / 1001, 60.0, 120.0)
     best = min(usual, key=lambda rate: abs(rate - fps))
     return best if abs(best - fps) < 0.01 * fps else round(fps, 3)
