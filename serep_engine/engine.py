@@ -33,8 +33,9 @@ from serep_engine.contract.arkit import ARKIT_NAMES
 from serep_engine.device import pick_device
 from serep_engine.shapekeys.basis import compress
 from serep_engine.track.crop import invert_transform
-from serep_engine.track.filters import fill_gaps, smooth_codes
+from serep_engine.track.filters import fill_gaps
 from serep_engine.track.video import VideoInfo, probe
+from serep_engine.tune import REGIONS, Tuning, region_maps, tuned_codes
 
 if TYPE_CHECKING:
     from serep_engine.retarget import Registration
@@ -89,6 +90,7 @@ class Engine:
         self.capture_model = capture_model
         self.device = device
         self._live = None
+        self._region_maps: np.ndarray | None = None
         self._model_digest: str | None = None  # of the expression model's weights, for the identity-basis cache
 
     @classmethod
@@ -246,18 +248,19 @@ class Engine:
         clip: each found row's ARKit weights blend ICT's expression shapes on the template, E_exp encodes the blend
         into a SEREP code, head yaw/pitch/roll become the head pose, and `retarget` does the rest as for captured
         clips (lost rows held or interpolated, codes smoothed, decoded onto the target, the shape-key basis). The
-        result's ARKit weights are the take's own, lost rows filled as the gaps option says and never smoothed, so
-        the ARKit mode bakes what the phone recorded; only values outside ARKit's documented [0, 1] are clipped (real
-        takes hold a few, eyeLookIn up to 1.08, which the result contract and a shape key's slider do not take).
+        result's ARKit weights are the take's own, lost rows filled as the gaps option says and smoothed as the codes
+        are (as a captured clip's weights carry its codes' smoothing; smoothing 0 bakes exactly what the phone
+        recorded); only values outside ARKit's documented [0, 1] are clipped (real takes hold a few, eyeLookIn up to
+        1.08, which the result contract and a shape key's slider do not take).
         `start`/`end`: the take's frames (at its own rate) to keep."""
         from serep_engine.retarget.export import head_pose_of_angles
 
         options = options or CaptureOptions()
         registration = self.fit(target) if isinstance(target, TargetMesh) else target
+        if np.any(np.diff(take.times) <= 0):
+            row = int(np.flatnonzero(np.diff(take.times) <= 0)[0]) + 1
+            raise TakeError(f"rows {row} and {row + 1} of the take have one timecode (or are out of order)")
         frames = take.frames()
-        if np.any(np.diff(frames) <= 0):
-            raise TakeError(f"two rows of the take fall on frame {frames[1:][np.diff(frames) <= 0][0]} at its "
-                            f"{take.fps:g} fps (timecodes out of order or less than a frame apart)")
         keep = (frames >= start) & (frames < (frames[-1] + 1 if end is None else end))
         if not keep.any():
             raise ValueError(f"the take has no rows in the frames {start}..{end} (it has {frames[-1] + 1})")
@@ -288,10 +291,12 @@ class Engine:
     def retarget(self, tracked: dict, registration: Registration | None, options: CaptureOptions,
                  progress: ProgressFn | None = None) -> CaptureResult:
         """Fill gaps, smooth, decode onto the fitted target (None: the template) and compress into a shape-key
-        basis. ARKit weights in `tracked` (a take's) are kept, gaps filled; else `options.arkit` solves them."""
+        basis. ARKit weights in `tracked` (a take's) are kept, gaps filled and smoothed; else `options.arkit` solves
+        them from the smoothed codes. The result keeps what a re-bake needs (`tune`): the raw codes, the target's
+        code basis, the region maps."""
         found = tracked["face_found"]
         raw = fill_gaps(tracked["codes_raw"], found, options.gaps)
-        codes = smooth_codes(raw, tracked["fps"], options.smoothing, found)
+        codes = tuned_codes(raw, found, tracked["fps"], Tuning(smoothing=options.smoothing, gaps=options.gaps))
         head_pose = fill_gaps(tracked["head_pose"], found, options.gaps)
         if progress is not None:
             progress(0, 1, "retargeting", 0.0)
@@ -305,8 +310,9 @@ class Engine:
         basis, weights, _ = compress(user_basis, codes, tolerance, options.max_keys)
         extra = {}
         if "arkit_weights" in tracked:
-            extra = {"arkit_names": np.array(ARKIT_NAMES),
-                     "arkit_weights": fill_gaps(tracked["arkit_weights"], found, options.gaps)}
+            take_weights = tuned_codes(tracked["arkit_weights"], found, tracked["fps"],
+                                       Tuning(smoothing=options.smoothing, gaps=options.gaps))
+            extra = {"arkit_names": np.array(ARKIT_NAMES), "arkit_weights": np.clip(take_weights, 0.0, 1.0)}
         elif options.arkit:
             from serep_engine.retarget.arkit import ARKitSolver
 
@@ -320,7 +326,17 @@ class Engine:
             progress(1, 1, "retargeting", 0.0)
         return CaptureResult(frames=tracked["frames"], fps=tracked["fps"], face_found=found, codes=codes,
                              head_pose=head_pose, basis=basis, weights=weights, codes_raw=raw,
-                             landmarks2d=tracked.get("landmarks2d"), **extra)
+                             landmarks2d=tracked.get("landmarks2d"), code_basis=user_basis,
+                             region_names=np.array(REGIONS), region_maps=self.region_maps(),
+                             target_scale=1.0 if registration is None else registration.scale_to_user, **extra)
+
+    def region_maps(self) -> np.ndarray:
+        """(5, D, D): the part of a code each face region's ARKit shapes carry (tune/strength.py); cached."""
+        if self._region_maps is None:
+            with torch.no_grad():
+                template_basis = self.identity_basis(self.face_model.face_neutral)
+            self._region_maps = region_maps(self.arkit_codes(), ARKIT_NAMES, template_basis)
+        return self._region_maps
 
 
 @contextmanager

@@ -23,6 +23,7 @@ LAYERS = [
     {"capture"},
     {"retarget"},
     {"shapekeys"},
+    {"tune"},  # the animator's controls on a kept result (numpy only: the add-on runs them)
     {"engine", "preview"},
     {"worker", "distributed"},
     {"eval"},

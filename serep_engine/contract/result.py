@@ -5,7 +5,11 @@ An `.npz` (never pickled) with
     basis (K, V, 3) float32 displacements on the target mesh's vertices, weights (F, K),
 and optionally arkit_names (52,) str, arkit_weights (F, 52), landmarks2d (F, L, 2) image pixels, and
 codes_raw (F, D): the codes before temporal smoothing (frames without a face filled as the gaps option
-says).
+says). What a re-bake without the engine needs (`serep_engine/tune`): code_basis (D, V, 3), the target's
+displacement per code unit (decoding is linear: a frame's displacement is codes[f] @ code_basis), and
+region_names (R,) str with region_maps (R, D, D), the part of a code each face region's ARKit shapes carry
+(codes @ region_maps[r]; see `tune/strength.py`), and target_scale (), the target's units per template
+centimetre (shape-key tolerances are stated in the template's cm).
 head_pose is a rotation vector (radians) and a translation (cm) in OpenCV's camera frame (x right, y down,
 z forward).
 Per frame, the displacement of the target is weights[f] @ basis. `load` validates everything it reads.
@@ -21,8 +25,10 @@ import numpy as np
 
 from serep_engine.cache import write_atomically
 
-OPTIONAL = ("arkit_names", "arkit_weights", "landmarks2d", "codes_raw")
-KINDS = {"frames": "iu", "face_found": "b", "arkit_names": "U"}  # numpy dtype kinds; the rest are real numbers
+OPTIONAL = ("arkit_names", "arkit_weights", "landmarks2d", "codes_raw", "code_basis", "region_names",
+            "region_maps", "target_scale")
+# numpy dtype kinds; the rest are real numbers
+KINDS = {"frames": "iu", "face_found": "b", "arkit_names": "U", "region_names": "U"}
 
 
 class ResultFileError(ValueError):
@@ -42,6 +48,10 @@ class CaptureResult:
     arkit_weights: np.ndarray | None = None
     landmarks2d: np.ndarray | None = None
     codes_raw: np.ndarray | None = None
+    code_basis: np.ndarray | None = None
+    region_names: np.ndarray | None = None
+    region_maps: np.ndarray | None = None
+    target_scale: float | None = None
 
     def __post_init__(self):
         self.frames = np.asarray(self.frames, np.int64)
@@ -91,12 +101,31 @@ class CaptureResult:
         if self.codes_raw is not None:
             self.codes_raw = np.asarray(self.codes_raw, np.float32)
             check(self.codes_raw.shape == self.codes.shape, "codes_raw must have the shape of codes")
+        d = self.codes.shape[1]
+        if self.code_basis is not None:
+            self.code_basis = np.asarray(self.code_basis, np.float32)
+            check(self.code_basis.shape == (d, self.basis.shape[1], 3), "code_basis must have shape (D, V, 3)")
+            check(bool(np.isfinite(self.code_basis).all()), "code_basis holds NaN or infinite values")
+        check((self.region_names is None) == (self.region_maps is None),
+              "region_names and region_maps come together")
+        if self.target_scale is not None:
+            check(np.size(self.target_scale) == 1, "target_scale must be one number")
+            self.target_scale = float(np.asarray(self.target_scale).reshape(()))
+            check(np.isfinite(self.target_scale) and self.target_scale > 0, "target_scale must be positive")
+        if self.region_maps is not None:
+            self.region_names = np.asarray(self.region_names, str)
+            self.region_maps = np.asarray(self.region_maps, np.float32)
+            check(self.region_names.ndim == 1 and self.region_maps.shape == (len(self.region_names), d, d),
+                  "region_names must be 1-D and region_maps (R, D, D)")
+            check(bool(np.isfinite(self.region_maps).all()), "region_maps holds NaN or infinite values")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a failed write leaves no partial result behind."""
         path = Path(path)
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
         arrays["fps"] = np.float64(self.fps)
+        if self.target_scale is not None:
+            arrays["target_scale"] = np.float64(self.target_scale)
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:  # closed even when the disk fills up mid-write

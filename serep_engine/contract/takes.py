@@ -58,8 +58,14 @@ class Take:
         return timecode_seconds(self.timecode_start, self.timecode_rate)
 
     def frames(self, fps: float | None = None) -> np.ndarray:
-        """(F,) frame numbers of the rows at `fps` (default: the take's own rate), counted from the first row."""
-        return np.round(self.times * (fps or self.fps)).astype(np.int64)
+        """(F,) frame numbers of the rows at `fps` (default: the take's own rate), counted from the first row,
+        strictly increasing. The phone's clock drifts against the nominal rate (in alex_rom_3 the rows have slid
+        half a frame after two minutes), so two rows can round to one frame: the later one then takes the next
+        frame, and the row after a skipped sample takes up the slack."""
+        frames = np.round(self.times * (fps or self.fps)).astype(np.int64)
+        if len(frames) and np.any(np.diff(frames) <= 0):
+            frames = np.maximum.accumulate(frames - np.arange(len(frames))) + np.arange(len(frames))
+        return frames
 
 
 def timecode_seconds(timecode: str, rate: float) -> float:
