@@ -4,9 +4,9 @@ The add-on only uses bpy (and Blender's numpy); the engine (torch, mediapipe) ru
 (`python -m serep_engine worker --job JOB`), so Blender stays responsive and never imports torch.
 """
 
-from . import capture_queue, operators, preferences, properties, ui
+from . import capture_queue, operators, preferences, properties, tuning, ui
 
-_modules = (preferences, properties, operators, ui, capture_queue)
+_modules = (preferences, properties, operators, ui, capture_queue, tuning)
 
 
 def register():

@@ -195,7 +195,7 @@ def _add_key(obj, name: str, co: np.ndarray, slider_min: float = 0.0):
     return block
 
 
-def _reference_co(obj) -> np.ndarray:
+def reference_co(obj) -> np.ndarray:
     reference = obj.data.shape_keys.reference_key
     co = np.empty(len(reference.data) * 3, np.float32)
     reference.data.foreach_get("co", co)
@@ -203,7 +203,7 @@ def _reference_co(obj) -> np.ndarray:
 
 
 def _bake_basis(obj, result: Result, channels: Channels, times: np.ndarray, tag: str) -> int:
-    reference = _reference_co(obj)
+    reference = reference_co(obj)
     scale = np.abs(result.weights).max(axis=0)
     scale[scale == 0] = 1.0
     for k in range(len(result.basis)):
@@ -214,7 +214,7 @@ def _bake_basis(obj, result: Result, channels: Channels, times: np.ndarray, tag:
 
 
 def _bake_per_frame(obj, result: Result, channels: Channels, times: np.ndarray, tag: str) -> int:
-    reference = _reference_co(obj)
+    reference = reference_co(obj)
     n = result.n_frames
     for f in range(n):
         block = _add_key(obj, f"{tag}f{result.frames[f]:05d}", reference + np.tensordot(result.weights[f],

@@ -3,8 +3,10 @@
 Runtime state only (never saved into the .blend): the running queue and the last run's summary. The queue
 advances from `bpy.app.timers` (Blender stays responsive) or, for scripts and `blender -b`, from a wait loop;
 both call `CaptureQueue.step`. Nothing in the scene changes until a clip's result is baked, so cancelling
-leaves the scene as it was. Opening another file (or File > New) cancels a running capture, so that a result
-never lands on an object of the same name in another file; Blender quitting ends the worker (`atexit`).
+leaves the scene as it was. A clip already captured on this target (same clip file, frame range, mesh, output
+kind and engine: `kept.py`) is not captured again: its kept result is re-baked with the panel's controls.
+Opening another file (or File > New) cancels a running capture, so that a result never lands on an object of
+the same name in another file; Blender quitting ends the worker (`atexit`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import bake
+from . import bake, kept, tuning
 from .preferences import Settings
-from .runner import WorkerRun, contract, worker_environment
+from .runner import WorkerRun, contract, tune, worker_environment
 
 ACTIVE: CaptureQueue | None = None
 LAST: dict = {"summary": "", "error": ""}
@@ -36,6 +38,8 @@ class Options:
     head: str = "NONE"
     armature: str = ""
     bone: str = ""
+    controls: tune.Tuning = field(default_factory=tune.Tuning)  # applied at bake time (smoothing, strength, ...)
+    keep_beside_blend: bool = False
 
 
 def list_clips(directory: str | Path, names: list[str] | None = None) -> list[Path]:
@@ -98,6 +102,9 @@ class CaptureQueue:
         jobs.mkdir(parents=True, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="capture-", dir=jobs))
         self.shape_keys = export_target(obj, self.work / "target.npz")
+        self.arkit_keys = contract.arkit.match_arkit_names(self.shape_keys) if options.mode == "ARKIT" else {}
+        self.kept_folder = kept.folder(settings.cache_dir, options.keep_beside_blend)
+        self.reused = 0
         self.env = worker_environment(settings.bundled_site(), settings.cache_dir)
         self.index = 0
         self.run: WorkerRun | None = None
@@ -124,11 +131,16 @@ class CaptureQueue:
         return f"{where}{state.stage} {state.done}/{state.total} frames, {state.fps:.1f} fps"
 
     # -- the work --------------------------------------------------------------------------------------------
+    def _kept_name(self) -> str:
+        clip, start, end = self.clips[self.index]
+        return kept.key(clip, start, end, self.work / "target.npz", self.options.mode == "ARKIT")
+
     def _start(self) -> None:
         clip, start, end = self.clips[self.index]
         job_dir = self.work / f"{self.index:04d}"
         job_dir.mkdir()
-        options = contract.JobOptions(**{**vars(self.options.capture), "arkit": self.options.mode == "ARKIT"})
+        options = contract.JobOptions(**{**vars(self.options.capture), "arkit": self.options.mode == "ARKIT",
+                                         "rebake": True})
         job = contract.Job(clip=clip, output=job_dir / "result.npz", target=self.work / "target.npz",
                            frame_start=start, frame_end=end, device=self.settings.device, options=options,
                            shape_keys=self.shape_keys)
@@ -138,16 +150,26 @@ class CaptureQueue:
         """Advance without blocking; False once every clip is baked, failed or cancelled."""
         if self.finished:
             return False
+        clip = self.clip
         if self.run is None:
+            kept_path = kept.lookup(self.kept_folder, self._kept_name()) if not self.cancelled else None
+            if kept_path is not None:  # captured before on this target: re-baked, the engine is not started
+                self.reused += 1
+                self._bake(clip, kept_path, ["from the kept capture (not captured again)"])
+                return self._next()
             self._start()
         state = self.run.poll()
         if not state.finished:
             return True
-        clip = self.clip
         if state.result is not None and not self.cancelled:
-            self._bake(clip, Path(state.result), state.extra.get("arkit_keys", {}), state.warnings)
+            kept_path = kept.keep(Path(state.result), self.kept_folder, self._kept_name(),
+                                  prune=not self.options.keep_beside_blend)
+            self._bake(clip, kept_path, state.warnings)
         elif not self.cancelled:
             self.failed.append((clip.name, state.error or "unknown error"))
+        return self._next()
+
+    def _next(self) -> bool:
         self.run = None
         self.index += 1
         if self.cancelled or self.index >= len(self.clips):
@@ -155,15 +177,14 @@ class CaptureQueue:
             return False
         return True
 
-    def _bake(self, clip: Path, result_path: Path, arkit_keys: dict, warnings: list[str]) -> None:
+    def _bake(self, clip: Path, kept_path: Path, warnings: list[str]) -> None:
         obj = bpy.data.objects.get(self.object_name)
         try:
             if obj is None:
                 raise bake.BakeError(f"the target object {self.object_name!r} is gone")
-            armature = bpy.data.objects.get(self.options.armature) if self.options.armature else None
-            summary = bake.bake(obj, bake.load_result(result_path), clip.stem, self.options.mode,
-                                scene=bpy.context.scene, arkit_keys=arkit_keys, head=self.options.head,
-                                armature=armature, bone=self.options.bone)
+            how = {"mode": self.options.mode, "head": self.options.head, "armature": self.options.armature,
+                   "bone": self.options.bone, "arkit_keys": self.arkit_keys}
+            summary = tuning.bake_kept(obj, kept_path, clip.stem, how, self.options.controls, bpy.context.scene)
         except bake.BakeError as error:
             self.failed.append((clip.name, str(error)))
             return
@@ -190,7 +211,8 @@ class CaptureQueue:
         if self.baked:
             frames = sum(s["frames"] for s in self.baked)
             parts.append(f"baked {len(self.baked)} clip(s), {frames} frames into "
-                         + ", ".join(s["action"] for s in self.baked))
+                         + ", ".join(s["action"] for s in self.baked)
+                         + (f" ({self.reused} from kept captures)" if self.reused else ""))
         if self.cancelled:
             parts.append("cancelled")
         LAST["summary"] = "; ".join(parts) or "nothing baked"

@@ -1,9 +1,13 @@
-"""Operators: capture one clip, capture a folder (batch), cancel, and remove what SEREP baked.
+"""Operators: capture one clip, capture a folder (batch), cancel, remove what SEREP baked; re-bake with the
+panel's controls, find the neutral frames, list the ARKit shapes for gains, clear the kept captures.
 
 Scripting and headless use (DESIGN contract):
     bpy.ops.serep.capture(filepath=CLIP, frame_start=A, frame_end=B, mode='BASIS', wait=True)
     bpy.ops.serep.capture_batch(directory=DIR, wait=True)
-run to completion without an event loop, on the active mesh (or the object named by `target`).
+run to completion without an event loop, on the active mesh (or the object named by `target`). Then
+    scene.serep.strength_mouth = 1.5; scene.serep.calibrate = True  # ... the controls (properties.py)
+    bpy.ops.serep.find_neutral(); bpy.ops.serep.rebake(all_clips=True)
+re-bake from the kept captures without the engine.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 
-from . import bake, capture_queue
+from . import bake, capture_queue, kept, tuning
 from .preferences import Settings
 from .properties import MODE_ITEMS, capture_options
+from .properties import tuning as panel_controls
+from .runner import contract
 
 
 def _target(context, name: str):
@@ -28,7 +34,8 @@ def _target(context, name: str):
 def _options(context, mode: str) -> capture_queue.Options:
     settings = context.scene.serep
     return capture_queue.Options(mode=mode, capture=capture_options(settings), head=settings.head,
-                                 armature=settings.armature.name if settings.armature else "", bone=settings.bone)
+                                 armature=settings.armature.name if settings.armature else "", bone=settings.bone,
+                                 controls=panel_controls(settings), keep_beside_blend=settings.keep_beside_blend)
 
 
 class _CaptureMixin:
@@ -136,5 +143,87 @@ class SEREP_OT_clear(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class _KeptMixin:
+    target: StringProperty(name="Target", default="", options={"SKIP_SAVE"},
+                           description="Mesh object (empty: the panel's target, else the active object)")
+
+    @classmethod
+    def poll(cls, context):
+        return capture_queue.ACTIVE is None or capture_queue.ACTIVE.finished
+
+
+class SEREP_OT_rebake(_KeptMixin, bpy.types.Operator):
+    """Bake the clip again from its kept capture with the panel's controls (the engine does not run)"""
+
+    bl_idname = "serep.rebake"
+    bl_label = "Re-Bake"
+    bl_options = {"REGISTER", "UNDO"}
+
+    all_clips: BoolProperty(name="All Clips", default=False,
+                            description="Every clip SEREP baked onto the target, not only the one playing")
+
+    def execute(self, context):
+        obj = _target(context, self.target)
+        try:
+            capture_queue.check_target(obj)
+            summaries = tuning.rebake(obj, context.scene.serep, self.all_clips, context.scene)
+        except (ValueError, OSError) as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, "re-baked " + ", ".join(s["action"] for s in summaries))
+        return {"FINISHED"}
+
+
+class SEREP_OT_find_neutral(_KeptMixin, bpy.types.Operator):
+    """Find the actor's most neutral half second in the playing clip and calibrate on it"""
+
+    bl_idname = "serep.find_neutral"
+    bl_label = "Find Neutral"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        obj = _target(context, self.target)
+        try:
+            capture_queue.check_target(obj)
+            start, end = tuning.find_neutral(obj, context.scene.serep, context.scene)
+            tuning.rebake(obj, context.scene.serep, scene=context.scene)
+        except (ValueError, OSError) as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"neutral: clip frames {start}-{end - 1}")
+        return {"FINISHED"}
+
+
+class SEREP_OT_list_arkit_shapes(bpy.types.Operator):
+    """List the 52 ARKit shapes in the panel, each with its gain and offset (kept where already set)"""
+
+    bl_idname = "serep.list_arkit_shapes"
+    bl_label = "List ARKit Shapes"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        shapes = context.scene.serep.arkit_shapes
+        present = {s.name for s in shapes}
+        for name in contract.arkit.ARKIT_NAMES:
+            if name not in present:
+                shapes.add().name = name
+        return {"FINISHED"}
+
+
+class SEREP_OT_clear_kept(bpy.types.Operator):
+    """Delete the kept captures in the cache folder (and beside this .blend); re-baking then captures again"""
+
+    bl_idname = "serep.clear_kept"
+    bl_label = "Clear Kept Captures"
+
+    def execute(self, context):
+        settings = Settings(context)
+        folders = {kept.folder(settings.cache_dir, False), kept.folder(settings.cache_dir, True)}
+        removed = sum(kept.clear(folder) for folder in folders)
+        self.report({"INFO"}, f"removed {removed} kept capture(s)")
+        return {"FINISHED"}
+
+
 register, unregister = bpy.utils.register_classes_factory(
-    (SEREP_OT_capture, SEREP_OT_capture_batch, SEREP_OT_cancel, SEREP_OT_clear))
+    (SEREP_OT_capture, SEREP_OT_capture_batch, SEREP_OT_cancel, SEREP_OT_clear, SEREP_OT_rebake,
+     SEREP_OT_find_neutral, SEREP_OT_list_arkit_shapes, SEREP_OT_clear_kept))

@@ -35,6 +35,7 @@ class SEREP_AP_preferences(bpy.types.AddonPreferences):
             layout.prop(self, "python")
         layout.prop(self, "device")
         layout.prop(self, "cache_dir")
+        layout.operator("serep.clear_kept", icon="TRASH")
 
 
 class Settings:

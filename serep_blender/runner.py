@@ -3,7 +3,8 @@ a thread into a queue, drained by `poll()` from the main thread (a timer or a wa
 
 The job, the result checks and the messages come from the engine's own contract module
 (`serep_engine.contract`, standard library and numpy only), imported from the engine's folder: both sides
-of the process boundary read and write them with the same code."""
+of the process boundary read and write them with the same code. So does `serep_engine.tune` (numpy only), which
+re-bakes a kept result with the panel's controls without starting the engine."""
 
 from __future__ import annotations
 
@@ -26,13 +27,14 @@ def engine_path() -> Path:
     return bundled if (bundled / "serep_engine").is_dir() else ADDON_DIR.parent
 
 
-def _import_contract():
+def _import_engine_module(name: str):
     if str(engine_path()) not in sys.path:
         sys.path.append(str(engine_path()))
-    return importlib.import_module("serep_engine.contract")
+    return importlib.import_module(name)
 
 
-contract = _import_contract()
+contract = _import_engine_module("serep_engine.contract")
+tune = _import_engine_module("serep_engine.tune")  # the re-bake's controls: numpy only, run in Blender itself
 
 
 def worker_environment(bundled_site: str | None, cache_dir: str | None) -> dict:

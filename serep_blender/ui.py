@@ -1,10 +1,11 @@
-"""The "SEREP" tab of the 3D Viewport's sidebar: clip, target and output, then Capture / progress / Cancel."""
+"""The "SEREP" tab of the 3D Viewport's sidebar: clip, target and output, then Capture / progress / Cancel, and
+the controls that re-bake a captured clip without the engine (Tune)."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import capture_queue
+from . import capture_queue, tuning
 from .properties import cached_clip_info, is_take
 
 
@@ -40,8 +41,6 @@ class SEREP_PT_main(_SidebarMixin, bpy.types.Panel):
         row.prop(settings, "frame_end")
         layout.prop(settings, "target")
         layout.prop(settings, "mode")
-        layout.prop(settings, "smoothing")
-        layout.prop(settings, "gaps")
 
 
 class SEREP_PT_head(_SidebarMixin, bpy.types.Panel):
@@ -75,7 +74,9 @@ class SEREP_PT_run(_SidebarMixin, bpy.types.Panel):
             layout.progress(factor=queue.fraction(), type="BAR", text=queue.status())
             layout.operator("serep.cancel", icon="CANCEL")
             return
-        op = layout.operator("serep.capture", icon="REC")
+        take = bool(settings.clip) and is_take(settings.clip)
+        op = layout.operator("serep.capture", icon="IMPORT" if take else "REC",
+                             text="Import Take" if take else "Capture")
         op.filepath, op.frame_start, op.frame_end, op.mode = settings.clip, settings.frame_start, \
             settings.frame_end, settings.mode
         op.target = settings.target.name if settings.target else ""
@@ -100,4 +101,49 @@ class SEREP_PT_batch(_SidebarMixin, bpy.types.Panel):
         op.target = settings.target.name if settings.target else ""
 
 
-register, unregister = bpy.utils.register_classes_factory((SEREP_PT_main, SEREP_PT_head, SEREP_PT_run, SEREP_PT_batch))
+class SEREP_UL_arkit_shapes(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        row = layout.row(align=True)
+        row.label(text=item.name)
+        row.prop(item, "gain", text="")
+        row.prop(item, "offset", text="")
+
+
+class SEREP_PT_tune(_SidebarMixin, bpy.types.Panel):
+    bl_label = "Tune"
+    bl_parent_id = "SEREP_PT_main"
+
+    def draw(self, context):
+        settings = context.scene.serep
+        layout = self.layout
+        layout.use_property_split = True
+        obj = settings.target or context.active_object
+        action = tuning.clip_action(obj)
+        layout.label(text=f"{action[tuning.bake.CLIP_MARK]}: re-bakes from its kept capture" if action else
+                     "capture a clip to tune it here", icon="CHECKMARK" if action else "INFO")
+        layout.prop(settings, "smoothing")
+        layout.prop(settings, "gaps")
+        layout.prop(settings, "strength", slider=True)
+        column = layout.column(align=True)
+        for region in ("brows", "eyes", "cheeks", "mouth", "jaw"):
+            column.prop(settings, f"strength_{region}", slider=True)
+        layout.prop(settings, "calibrate")
+        row = layout.row(align=True)
+        row.active = settings.calibrate
+        row.prop(settings, "neutral_start", text="Neutral")
+        row.prop(settings, "neutral_end", text="to")
+        layout.operator("serep.find_neutral", icon="VIEWZOOM")
+        layout.prop(settings, "head_rest")
+        if settings.mode == "ARKIT":
+            layout.template_list("SEREP_UL_arkit_shapes", "", settings, "arkit_shapes", settings, "arkit_shape_index",
+                                 rows=4)
+            layout.operator("serep.list_arkit_shapes", icon="SHAPEKEY_DATA")
+        layout.prop(settings, "live")
+        layout.prop(settings, "keep_beside_blend")
+        row = layout.row(align=True)
+        row.operator("serep.rebake", icon="FILE_REFRESH")
+        row.operator("serep.rebake", text="All Clips").all_clips = True
+
+
+register, unregister = bpy.utils.register_classes_factory((SEREP_PT_main, SEREP_PT_head, SEREP_PT_run, SEREP_PT_batch,
+                                                           SEREP_UL_arkit_shapes, SEREP_PT_tune))

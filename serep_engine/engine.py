@@ -326,9 +326,16 @@ class Engine:
             progress(1, 1, "retargeting", 0.0)
         return CaptureResult(frames=tracked["frames"], fps=tracked["fps"], face_found=found, codes=codes,
                              head_pose=head_pose, basis=basis, weights=weights, codes_raw=raw,
-                             landmarks2d=tracked.get("landmarks2d"), code_basis=user_basis,
-                             region_names=np.array(REGIONS), region_maps=self.region_maps(),
-                             target_scale=1.0 if registration is None else registration.scale_to_user, **extra)
+                             landmarks2d=tracked.get("landmarks2d"), **extra, **self._rebake_arrays(options,
+                                                                                                  user_basis,
+                                                                                                  registration))
+
+    def _rebake_arrays(self, options: CaptureOptions, user_basis: np.ndarray, registration) -> dict:
+        """What a re-bake needs (the `rebake` option): the target's code basis, the region maps, its scale."""
+        if not options.rebake:
+            return {}
+        return {"code_basis": user_basis, "region_names": np.array(REGIONS), "region_maps": self.region_maps(),
+                "target_scale": 1.0 if registration is None else registration.scale_to_user}
 
     def region_maps(self) -> np.ndarray:
         """(5, D, D): the part of a code each face region's ARKit shapes carry (tune/strength.py); cached."""

@@ -233,6 +233,7 @@ def test_a_live_link_face_take_bakes_onto_the_rigs_arkit_keys(addon, head):
     user_action = bpy.data.actions.new("my own action")
     head.animation_data_create().action = user_action
     before = user_state(head)
+    bpy.context.scene.serep.smoothing = 0.0  # the phone's own values (smoothing is a bake-time control)
     assert bpy.ops.serep.capture(filepath=str(path), mode="ARKIT", wait=True, target=head.name) == {"FINISHED"}, \
         addon.capture_queue.LAST
     take = read_take(path)
@@ -251,6 +252,20 @@ def test_a_live_link_face_take_bakes_onto_the_rigs_arkit_keys(addon, head):
     assert after.keys() == before.keys() and all(np.array_equal(after[n][0], before[n][0]) for n in before)
     assert all(after[n][1] == before[n][1] for n in before if n not in ARKIT_KEYS)
     assert "baked 1 clip(s), 1926 frames" in addon.capture_queue.LAST["summary"]
+
+    # a gain and an offset re-key the curves at once (Live), from the kept capture
+    settings = bpy.context.scene.serep
+    assert bpy.ops.serep.list_arkit_shapes() == {"FINISHED"} and len(settings.arkit_shapes) == 52
+    settings.arkit_shapes["jawOpen"].gain = 2.0
+    settings.arkit_shapes["eyeBlinkLeft"].offset = 0.25
+    for fcurve in fcurves_of(key):
+        name = fcurve.data_path.split('"')[1]
+        raw = np.clip(take.weights[take.found, ARKIT_NAMES.index(name)], 0, 1)
+        expected = {"jawOpen": np.clip(2 * raw, 0, 1), "eyeBlinkLeft": np.clip(raw + 0.25, 0, 1)}.get(name, raw)
+        np.testing.assert_allclose(keyframes(fcurve)[1][take.found], expected, atol=1e-6)
+    # the same take on the same rig again: baked from the kept capture, the engine does not run
+    assert bpy.ops.serep.capture(filepath=str(path), mode="ARKIT", wait=True, target=head.name) == {"FINISHED"}
+    assert "(1 from kept captures)" in addon.capture_queue.LAST["summary"]
 
 
 @pytest.fixture(scope="module")
@@ -369,3 +384,73 @@ def test_batch_of_clips_gives_one_action_each_and_skips_a_broken_one(capture_rea
         action = bpy.data.actions[name]
         paths = {fc.data_path for fc in action.layers[0].strips[0].channelbag(action.slots[0]).fcurves}
         assert {f'key_blocks["{b.name}"].value' for b in key.key_blocks if b.name.startswith("SEREP_")} <= paths
+
+
+def test_tuning_rebakes_a_captured_clip_without_the_engine(capture_ready, addon, head):
+    """Capture once, then strength, per-region strength and neutral calibration re-bake the Action from the kept
+    capture: live on the frame under the playhead first (a preview key), the whole Action once it settles;
+    the user's keys stay as they were. A changed mesh is captured again."""
+    import bpy
+
+    from serep_engine.tune import Tuning, frame_displacement, retune
+
+    scene, settings = bpy.context.scene, bpy.context.scene.serep
+    before = user_state(head)
+    clip = VIDEOS / "liveportrait_d10.mp4"
+    assert bpy.ops.serep.capture(filepath=str(clip), frame_start=20, frame_end=80, mode="BASIS", wait=True,
+                                 target=head.name) == {"FINISHED"}, addon.capture_queue.LAST
+    action = head.data.shape_keys.animation_data.action
+    kept = addon.tuning.load_kept(action["serep_kept"])
+    reference = co_of(head.data.shape_keys.reference_key.data)
+    times = addon.bake.scene_times(kept, scene)
+
+    def baked(row):
+        return evaluated_co(head, times[row]) - reference
+
+    codes = retune(kept, Tuning(smoothing=1.0), codes_only=True).codes  # the panel's default smoothing
+    for row in (0, 30, 59):  # the bake is the kept codes decoded (to the shape-key basis' tolerance, in metres)
+        np.testing.assert_allclose(baked(row), frame_displacement(kept, codes, row), atol=2e-4)
+    moving = int(np.argmax([np.abs(baked(row)).max() for row in range(0, 60, 5)])) * 5
+
+    # live: the frame under the playhead shows the change at once, in a preview key
+    scene.frame_set(int(round(times[moving])))
+    settings.strength = 0.0
+    preview = head.data.shape_keys.key_blocks.get("SEREP_liveportrait_d10_preview")
+    assert preview is not None and preview.value == 1.0
+    assert np.abs(co_of(head.evaluated_get(bpy.context.evaluated_depsgraph_get()).data.vertices) - reference).max() \
+        < 1e-6
+    addon.tuning.flush()  # what the timer does once the slider stops
+    assert "SEREP_liveportrait_d10_preview" not in head.data.shape_keys.key_blocks
+    assert max(np.abs(baked(row)).max() for row in range(0, 60, 10)) < 1e-6
+
+    # the jaw at 0 takes most of the mouth's motion; the forehead keeps its own
+    settings.strength = 1.0
+    addon.tuning.flush()
+    full = baked(moving)
+    settings.strength_jaw = 0.0
+    assert bpy.ops.serep.rebake() == {"FINISHED"}
+    chin = reference[:, 2] < np.percentile(reference[:, 2], 30)  # the lower part of the head (Z up)
+    assert np.linalg.norm(baked(moving)[chin], axis=1).mean() < 0.7 * np.linalg.norm(full[chin], axis=1).mean()
+    settings.strength_jaw = 1.0
+
+    # neutral calibration, found in the clip: its frames average to the rest shape (to the shape keys' tolerance,
+    # metres), each within the capture's own frame-to-frame variation (benchmarks/bench_calibration.py)
+    uncalibrated = [np.linalg.norm(baked(row), axis=1).mean() for row in range(60)]
+    assert bpy.ops.serep.find_neutral() == {"FINISHED"} and settings.calibrate
+    rows = np.flatnonzero((kept.frames >= settings.neutral_start) & (kept.frames < settings.neutral_end))
+    assert len(rows) == 15
+    assert np.abs(np.mean([baked(row) for row in rows], axis=0)).max() < 1e-4
+    assert max(np.linalg.norm(baked(row), axis=1).mean() for row in rows) < min(3e-4, 0.5 * np.median(uncalibrated))
+    after = user_state(head)
+    assert after.keys() == before.keys() and all(np.array_equal(after[n][0], before[n][0]) for n in before)
+
+    # the same clip on a changed mesh is captured again, not re-baked from the old mesh's capture
+    assert bpy.ops.serep.capture(filepath=str(clip), frame_start=20, frame_end=80, mode="BASIS", wait=True,
+                                 target=head.name) == {"FINISHED"}
+    assert "from kept captures" in addon.capture_queue.LAST["summary"]
+    co = co_of(head.data.shape_keys.reference_key.data)
+    co[0] += 0.001
+    head.data.shape_keys.reference_key.data.foreach_set("co", co.ravel())
+    assert bpy.ops.serep.capture(filepath=str(clip), frame_start=20, frame_end=80, mode="BASIS", wait=True,
+                                 target=head.name) == {"FINISHED"}
+    assert "from kept captures" not in addon.capture_queue.LAST["summary"]

@@ -190,9 +190,11 @@ def assert_same(before: dict, after: dict) -> None:
 
 
 def start_capture(addon, clip=CLIP):
-    """A background capture as from the panel, driven by hand until the worker is tracking frames."""
+    """A background capture as from the panel, driven by hand until the worker is tracking frames (the kept
+    captures are cleared first, so that the engine runs)."""
     import bpy
 
+    assert bpy.ops.serep.clear_kept() == {"FINISHED"}
     assert bpy.ops.serep.capture(filepath=str(clip), wait=False) == {"FINISHED"}
     queue = addon.capture_queue.ACTIVE
     deadline = time.monotonic() + 120

@@ -170,15 +170,19 @@ def test_modifiers_and_existing_shape_keys_export_the_rest_shape(addon, head, tm
     assert len(evaluated.vertices) > 2 * len(vertices)  # the modifiers act on top, unchanged
 
 
-def test_the_gap_setting_reaches_the_job(addon, head, tmp_path):
-    """The panel's Face Lost setting (hold / interpolate) is what the worker's job file says."""
+def test_the_gap_setting_reaches_the_bake_and_the_job_asks_for_raw_codes(addon, head, tmp_path):
+    """The panel's Face Lost setting (hold / interpolate) and smoothing are bake-time controls: the worker's job
+    asks for raw codes and what a re-bake needs, the queue carries the panel's controls to the bake."""
     import bpy
 
     bpy.context.scene.serep.gaps = "INTERPOLATE"
+    bpy.context.scene.serep.smoothing = 2.5
+    assert addon.operators._options(bpy.context, "BASIS").controls == addon.runner.tune.Tuning(
+        smoothing=2.5, gaps="interpolate", regions=dict.fromkeys(addon.runner.tune.REGIONS, 1.0))
     clip = tmp_path / "take.mp4"
     clip.write_bytes(b"not a video")
     with pytest.raises(RuntimeError, match="take.mp4"):
         bpy.ops.serep.capture(filepath=str(clip), wait=True)
     jobs = Path(addon.preferences.Settings().cache_dir, "jobs").glob("*/0000/job.json")
     job = json.loads(max(jobs, key=lambda p: p.stat().st_mtime).read_text())
-    assert job["clip"] == str(clip) and job["options"]["gaps"] == "interpolate"
+    assert job["clip"] == str(clip) and job["options"]["smoothing"] == 0.0 and job["options"]["rebake"] is True

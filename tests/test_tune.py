@@ -25,8 +25,8 @@ def takes():
 
     engine = Engine.from_pretrained("cpu")
     take = read_take(TAKES / "apfel.csv")
-    return {"smoothed": engine.import_take(take, options=CaptureOptions(smoothing=1.0)),
-            "raw": engine.import_take(take, options=CaptureOptions(smoothing=0.0))}
+    return {"smoothed": engine.import_take(take, options=CaptureOptions(smoothing=1.0, rebake=True)),
+            "raw": engine.import_take(take, options=CaptureOptions(smoothing=0.0, rebake=True))}
 
 
 def displacements(result) -> np.ndarray:

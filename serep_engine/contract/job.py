@@ -2,7 +2,8 @@
 
     {"version": 1, "clip": "/takes/a.mp4", "frame_start": 0, "frame_end": 60,
      "target": "/tmp/serep/target.npz", "output": "/tmp/serep/a.npz", "device": "auto",
-     "options": {"smoothing": 1.0, "gaps": "hold", "tolerance_cm": 0.005, "max_keys": null, "arkit": false},
+     "options": {"smoothing": 1.0, "gaps": "hold", "tolerance_cm": 0.005, "max_keys": null, "arkit": false,
+                 "rebake": false},
      "shape_keys": ["Basis", "jawOpen"]}
 
 Relative paths are taken relative to the job file's folder. `target` may be null (the template's neutral
@@ -72,6 +73,8 @@ CAPTURE_OPTIONS = (
     Option("max_keys", None, "Max Keys", "Most shape keys in the basis (default: as many as the tolerance needs)",
            kind=int, low=1, panel=False),
     Option("arkit", False, "ARKit", "Also solve the 52 ARKit weights", kind=bool, panel=False),
+    Option("rebake", False, "Re-bake", "Keep in the result what a re-bake without the engine needs (serep_engine/tune):"
+           " the target's code basis, 64 x vertices x 3 floats (15 MB on a 20k-vertex mesh)", kind=bool, panel=False),
 )
 OPTIONS = {option.name: option for option in CAPTURE_OPTIONS}
 
