@@ -48,10 +48,12 @@ def load_result(path: str | Path) -> Result:
         raise BakeError(str(error)) from None
 
 
-def scene_times(result: Result, scene) -> np.ndarray:
-    """Scene frames of the result's frames: the first lands on the scene's start, clip fps mapped to the scene's."""
+def scene_times(result: Result, scene, start_frame: float | None = None) -> np.ndarray:
+    """Scene frames of the result's frames: the first lands on `start_frame` (default the scene's start), clip
+    fps mapped to the scene's."""
     scene_fps = scene.render.fps / scene.render.fps_base
-    return scene.frame_start + (result.frames - result.frames[0]) * (scene_fps / result.fps)
+    start = scene.frame_start if start_frame is None else start_frame
+    return start + (result.frames - result.frames[0]) * (scene_fps / result.fps)
 
 
 def clip_tag(clip_name: str) -> str:
@@ -135,7 +137,7 @@ class Channels:
 
 
 def bake(obj, result: Result, clip_name: str, mode: str = "BASIS", scene=None, arkit_keys: dict | None = None,
-         head: str = "NONE", armature=None, bone: str = "") -> dict:
+         head: str = "NONE", armature=None, bone: str = "", start_frame: float | None = None) -> dict:
     """Bake `result` onto mesh object `obj`; returns a summary. Raises BakeError (before changing anything)
     when the result does not fit the object."""
     scene = scene or bpy.context.scene
@@ -153,7 +155,7 @@ def bake(obj, result: Result, clip_name: str, mode: str = "BASIS", scene=None, a
         raise BakeError(f"head rotation on a bone needs an armature with the bone {bone!r}")
 
     clear(obj, clip_name)
-    times = scene_times(result, scene)
+    times = scene_times(result, scene, start_frame)
     if obj.data.shape_keys is None:
         obj.shape_key_add(name="Basis", from_mix=False)
     key = obj.data.shape_keys

@@ -40,6 +40,8 @@ class Options:
     bone: str = ""
     controls: tune.Tuning = field(default_factory=tune.Tuning)  # applied at bake time (smoothing, strength, ...)
     keep_beside_blend: bool = False
+    also_key: list[str] = field(default_factory=list)  # the character's other meshes with ARKit-named keys
+    timecode_start: bool = False  # takes: the first row on the scene frame of its timecode
 
 
 def list_clips(directory: str | Path, names: list[str] | None = None) -> list[Path]:
@@ -103,6 +105,8 @@ class CaptureQueue:
         self.work = Path(tempfile.mkdtemp(prefix="capture-", dir=jobs))
         self.shape_keys = export_target(obj, self.work / "target.npz")
         self.arkit_keys = contract.arkit.match_arkit_names(self.shape_keys) if options.mode == "ARKIT" else {}
+        self.parts = [p.name for p in tuning.character_parts(options.also_key) if p.name != obj.name]
+        self.wants_arkit = options.mode == "ARKIT" or bool(self.parts)  # the other meshes take ARKit weights
         self.kept_folder = kept.folder(settings.cache_dir, options.keep_beside_blend)
         self.reused = 0
         self.env = worker_environment(settings.bundled_site(), settings.cache_dir)
@@ -133,14 +137,13 @@ class CaptureQueue:
     # -- the work --------------------------------------------------------------------------------------------
     def _kept_name(self) -> str:
         clip, start, end = self.clips[self.index]
-        return kept.key(clip, start, end, self.work / "target.npz", self.options.mode == "ARKIT")
+        return kept.key(clip, start, end, self.work / "target.npz", self.wants_arkit)
 
     def _start(self) -> None:
         clip, start, end = self.clips[self.index]
         job_dir = self.work / f"{self.index:04d}"
         job_dir.mkdir()
-        options = contract.JobOptions(**{**vars(self.options.capture), "arkit": self.options.mode == "ARKIT",
-                                         "rebake": True})
+        options = contract.JobOptions(**{**vars(self.options.capture), "arkit": self.wants_arkit, "rebake": True})
         job = contract.Job(clip=clip, output=job_dir / "result.npz", target=self.work / "target.npz",
                            frame_start=start, frame_end=end, device=self.settings.device, options=options,
                            shape_keys=self.shape_keys)
@@ -183,7 +186,8 @@ class CaptureQueue:
             if obj is None:
                 raise bake.BakeError(f"the target object {self.object_name!r} is gone")
             how = {"mode": self.options.mode, "head": self.options.head, "armature": self.options.armature,
-                   "bone": self.options.bone, "arkit_keys": self.arkit_keys}
+                   "bone": self.options.bone, "arkit_keys": self.arkit_keys, "also_key": self.parts,
+                   "start_frame": self._start_frame(clip)}
             summary = tuning.bake_kept(obj, kept_path, clip.stem, how, self.options.controls, bpy.context.scene)
         except bake.BakeError as error:
             self.failed.append((clip.name, str(error)))
@@ -195,6 +199,13 @@ class CaptureQueue:
         self.baked.append(summary)
         if self.undo_steps and bpy.ops.ed.undo_push.poll():
             bpy.ops.ed.undo_push(message=f"SEREP bake {clip.name}")
+
+    def _start_frame(self, clip: Path) -> float | None:
+        """Where the clip's first frame lands: its timecode's scene frame for a take when asked, else the start."""
+        if not (self.options.timecode_start and clip.suffix.lower() in contract.TAKE_SUFFIXES):
+            return None
+        scene = bpy.context.scene
+        return contract.read_take(clip).start_seconds * scene.render.fps / scene.render.fps_base
 
     def cancel(self, reason: str = "") -> None:
         self.cancelled = True

@@ -33,9 +33,12 @@ def _target(context, name: str):
 
 def _options(context, mode: str) -> capture_queue.Options:
     settings = context.scene.serep
+    character = [o.name for o in settings.character.all_objects] if settings.character else []
     return capture_queue.Options(mode=mode, capture=capture_options(settings), head=settings.head,
                                  armature=settings.armature.name if settings.armature else "", bone=settings.bone,
-                                 controls=panel_controls(settings), keep_beside_blend=settings.keep_beside_blend)
+                                 controls=panel_controls(settings), keep_beside_blend=settings.keep_beside_blend,
+                                 also_key=character,
+                                 timecode_start=settings.timecode_start)
 
 
 class _CaptureMixin:

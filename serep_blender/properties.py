@@ -163,6 +163,12 @@ class SerepSettings(bpy.types.PropertyGroup):
     arkit_shape_index: IntProperty()
     live: BoolProperty(name="Live", default=True, description="Show the change on the current frame while a "
                        "control moves, and re-bake the Action once it stops")
+    character: PointerProperty(name="Character", type=bpy.types.Collection,
+                               description="Also key every mesh of this collection that has ARKit-named shape keys "
+                                           "(teeth, tongue, eyes, ...) with the head's ARKit weights")
+    timecode_start: BoolProperty(name="Start at Timecode", default=False,
+                                 description="ARKit takes: the first row lands on the scene frame of its timecode "
+                                             "(else on the scene's start)")
     keep_beside_blend: BoolProperty(name="Keep Beside .blend", default=False,
                                     description="Keep captures in serep_kept/ beside the saved .blend (else in the "
                                                 "cache folder, cleaned up after 30 days unused)")

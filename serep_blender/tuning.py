@@ -2,7 +2,9 @@
 the change live on the frame under the playhead, find the actor's most neutral stretch.
 
 A clip's Action remembers how it was baked (custom properties: the kept result's path, the output mode, the
-head rotation target, the ARKit key names, the controls used), so that a re-bake needs only the panel. While a
+head rotation target, the ARKit key names, the character's other meshes, the start frame, the controls used),
+so that a re-bake needs only the panel. The character's other meshes with ARKit-named keys (teeth, tongue,
+eyes, ...) get the same ARKit weights as the head, in every output mode, each in an Action of its own. While a
 control moves (`changed`, the properties' update callback) the frame under the playhead is re-solved from the
 kept codes: in Basis and Per Frame output its displacement goes into one preview shape key (the clip's other
 SEREP keys muted meanwhile); in ARKit output the curves are re-keyed at once (52 curves are cheap). A timer
@@ -21,7 +23,7 @@ import numpy as np
 
 from . import bake
 from .properties import tuning
-from .runner import tune
+from .runner import contract, tune
 
 KEPT_MARK = "serep_kept"
 BAKED_MARK = "serep_baked"  # JSON: mode, head, armature, bone, arkit_keys, and the controls of the last bake
@@ -53,12 +55,28 @@ def bake_kept(obj, kept_path: Path, clip_name: str, how: dict, controls: tune.Tu
     except tune.TuningError as error:
         raise bake.BakeError(str(error)) from None
     armature = bpy.data.objects.get(how["armature"]) if how.get("armature") else None
+    start = how.get("start_frame")
     summary = bake.bake(obj, tuned, clip_name, how["mode"], scene=scene, arkit_keys=how.get("arkit_keys", {}),
-                        head=how.get("head", "NONE"), armature=armature, bone=how.get("bone", ""))
+                        head=how.get("head", "NONE"), armature=armature, bone=how.get("bone", ""), start_frame=start)
     action = bpy.data.actions[summary["action"]]
     action[KEPT_MARK] = str(kept_path)
     action[BAKED_MARK] = json.dumps({**how, "tuning": _plain(controls)})
+    summary["also_keyed"] = [bake.bake(part, tuned, clip_name, "ARKIT", scene=scene, start_frame=start,
+                                       arkit_keys=contract.arkit.match_arkit_names(shape_key_names(part)))["action"]
+                             for part in character_parts(how.get("also_key", []))]
     return summary
+
+
+def shape_key_names(obj) -> list[str]:
+    key = obj.data.shape_keys
+    return [] if key is None else [block.name for block in key.key_blocks]
+
+
+def character_parts(names) -> list:
+    """The character's other meshes (teeth, tongue, eyes, ...) that still exist and have ARKit-named keys."""
+    parts = [bpy.data.objects.get(name) for name in names]
+    return [p for p in parts if p is not None and p.type == "MESH"
+            and contract.arkit.match_arkit_names(shape_key_names(p))]
 
 
 def _plain(controls: tune.Tuning) -> dict:

@@ -40,7 +40,10 @@ class SEREP_PT_main(_SidebarMixin, bpy.types.Panel):
         row.prop(settings, "frame_start")
         row.prop(settings, "frame_end")
         layout.prop(settings, "target")
+        layout.prop(settings, "character")
         layout.prop(settings, "mode")
+        if settings.clip and is_take(settings.clip):
+            layout.prop(settings, "timecode_start")
 
 
 class SEREP_PT_head(_SidebarMixin, bpy.types.Panel):

@@ -454,3 +454,54 @@ def test_tuning_rebakes_a_captured_clip_without_the_engine(capture_ready, addon,
     assert bpy.ops.serep.capture(filepath=str(clip), frame_start=20, frame_end=80, mode="BASIS", wait=True,
                                  target=head.name) == {"FINISHED"}
     assert "from kept captures" not in addon.capture_queue.LAST["summary"]
+
+
+def test_a_whole_character_and_the_takes_timecode(addon, head):
+    """A character's teeth (a separate mesh with its own jawOpen key, in the Character collection) get the head's
+    ARKit weights in every output mode, in an Action of their own; the user's keys stay. With Start at Timecode
+    the take's first row lands on the scene frame of its timecode."""
+    import bpy
+
+    from serep_engine.contract import read_take
+    from serep_engine.contract.arkit import ARKIT_NAMES
+
+    path = TAKES / "apfel.csv"
+    if not path.exists():
+        pytest.skip(f"real ARKit takes not found at {TAKES}")
+    jaw_column = ARKIT_NAMES.index("jawOpen")
+    bpy.ops.mesh.primitive_cube_add(size=0.02)
+    teeth = bpy.context.object
+    teeth.name = "teeth"
+    teeth.shape_key_add(name="Basis", from_mix=False)
+    teeth.shape_key_add(name="jawOpen", from_mix=False).value = 0.0
+    character = bpy.data.collections.new("character")
+    bpy.context.scene.collection.children.link(character)
+    for obj in (head, teeth):
+        character.objects.link(obj)
+    settings = bpy.context.scene.serep
+    settings.character, settings.smoothing, settings.timecode_start = character, 0.0, True
+    bpy.context.view_layer.objects.active = head
+    take = read_take(path)
+    scene = bpy.context.scene
+    start = take.start_seconds * scene.render.fps / scene.render.fps_base
+    for mode in ("BASIS", "ARKIT"):
+        assert bpy.ops.serep.capture(filepath=str(path), mode=mode, wait=True, target=head.name) == {"FINISHED"}, \
+            addon.capture_queue.LAST
+        (jaw,) = fcurves_of(teeth.data.shape_keys)
+        at, values = keyframes(jaw)
+        # 13:13:04 at the scene's rate; keyframe times are float32 in Blender: 1/16 frame apart at a million frames
+        assert at[0] == pytest.approx(start, abs=1 / 16) and start > 1e6
+        found = take.found
+        np.testing.assert_allclose(values[found], np.clip(take.weights[found, jaw_column], 0, 1), atol=1e-6)
+        if mode == "BASIS":
+            assert any(b.name.startswith("SEREP_apfel_") for b in head.data.shape_keys.key_blocks)
+        else:
+            head_jaw = [fc for fc in fcurves_of(head.data.shape_keys) if "jawOpen" in fc.data_path][0]
+            np.testing.assert_array_equal(keyframes(head_jaw)[1], values)
+        assert not any(b.name.startswith("SEREP_") for b in teeth.data.shape_keys.key_blocks)
+    # a re-bake with a jaw at half strength moves the teeth too
+    settings.strength_jaw = 0.5
+    assert bpy.ops.serep.rebake() == {"FINISHED"}
+    (jaw,) = fcurves_of(teeth.data.shape_keys)
+    np.testing.assert_allclose(keyframes(jaw)[1][take.found], 0.5 * np.clip(take.weights[take.found, jaw_column], 0, 1),
+                               atol=1e-6)
