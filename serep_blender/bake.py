@@ -137,9 +137,11 @@ class Channels:
 
 
 def bake(obj, result: Result, clip_name: str, mode: str = "BASIS", scene=None, arkit_keys: dict | None = None,
-         head: str = "NONE", armature=None, bone: str = "", start_frame: float | None = None) -> dict:
+         head: str = "NONE", armature=None, bone: str = "", start_frame: float | None = None,
+         translation_from: int | None = None) -> dict:
     """Bake `result` onto mesh object `obj`; returns a summary. Raises BakeError (before changing anything)
-    when the result does not fit the object."""
+    when the result does not fit the object. `translation_from`: key the head's move since that frame (index)
+    too, on the object's or bone's location; None: rotation only."""
     scene = scene or bpy.context.scene
     if obj is None or obj.type != "MESH":
         raise BakeError("the target must be a mesh object")
@@ -174,10 +176,17 @@ def bake(obj, result: Result, clip_name: str, mode: str = "BASIS", scene=None, a
             channels.curve(f'key_blocks["{_quoted(name)}"].value', times, result.arkit_weights[:, column])
     channels.assign()
     if head == "OBJECT":
-        _bake_head(_head_channels(action, obj, clip_name), result, times)
+        channels = _head_channels(action, obj, clip_name)
+        _bake_head(channels, result, times)
+        if translation_from is not None:
+            _bake_head_translation(channels, result, times, scene, translation_from)
     elif head == "BONE":
-        _bake_head(_head_channels(action, armature, clip_name), result, times,
-                   armature.matrix_world.to_3x3().normalized(), armature.pose.bones[bone])
+        channels = _head_channels(action, armature, clip_name)
+        world = armature.matrix_world.to_3x3().normalized()
+        _bake_head(channels, result, times, world, armature.pose.bones[bone])
+        if translation_from is not None:
+            _bake_head_translation(channels, result, times, scene, translation_from, armature,
+                                   armature.pose.bones[bone])
     _silence_other_clips(obj)
     action.frame_range = (float(times[0]), float(times[-1]) if len(times) > 1 else float(times[0]) + 1)
     action.use_frame_range = True
@@ -304,6 +313,24 @@ def _bake_head(channels: Channels, result: Result, times: np.ndarray, world: Mat
     values = np.array(values)
     for index in range(values.shape[1]):
         channels.curve(prefix + path, times, values[:, index], index=index, group=group)
+
+
+def _bake_head_translation(channels: Channels, result: Result, times: np.ndarray, scene, rest: int, armature=None,
+                           pose_bone=None) -> None:
+    """Key the location of the object (or pose bone): its current one plus the head's move since the result's
+    frame `rest` (the camera's cm in the scene's units and Blender's axes; a bone's in its own rest axes)."""
+    cm = 0.01 / scene.unit_settings.scale_length
+    move = (result.head_pose[:, 3:] - result.head_pose[rest, 3:]) @ CV_TO_BLENDER.T * cm
+    if pose_bone is None:
+        target, prefix, group = channels.id_data, "", "Object Transforms"
+    else:
+        target, prefix, group = pose_bone, f'pose.bones["{_quoted(pose_bone.name)}"].', pose_bone.name
+        world = armature.matrix_world
+        to_local = np.array((world.to_3x3() @ pose_bone.bone.matrix_local.to_3x3()).inverted())
+        move = move @ to_local.T
+    start = np.array(target.location)
+    for index in range(3):
+        channels.curve(prefix + "location", times, start[index] + move[:, index], index=index, group=group)
 
 
 def _silence_other_clips(obj) -> None:

@@ -36,6 +36,7 @@ class Options:
     mode: str = "BASIS"
     capture: contract.JobOptions = field(default_factory=contract.JobOptions)
     head: str = "NONE"
+    head_translation: bool = False
     armature: str = ""
     bone: str = ""
     controls: tune.Tuning = field(default_factory=tune.Tuning)  # applied at bake time (smoothing, strength, ...)
@@ -186,6 +187,7 @@ class CaptureQueue:
             if obj is None:
                 raise bake.BakeError(f"the target object {self.object_name!r} is gone")
             how = {"mode": self.options.mode, "head": self.options.head, "armature": self.options.armature,
+                   "head_translation": self.options.head_translation,
                    "bone": self.options.bone, "arkit_keys": self.arkit_keys, "also_key": self.parts,
                    "start_frame": self._start_frame(clip)}
             summary = tuning.bake_kept(obj, kept_path, clip.stem, how, self.options.controls, bpy.context.scene)

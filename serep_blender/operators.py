@@ -35,6 +35,7 @@ def _options(context, mode: str) -> capture_queue.Options:
     settings = context.scene.serep
     character = [o.name for o in settings.character.all_objects] if settings.character else []
     return capture_queue.Options(mode=mode, capture=capture_options(settings), head=settings.head,
+                                 head_translation=settings.head_translation,
                                  armature=settings.armature.name if settings.armature else "", bone=settings.bone,
                                  controls=panel_controls(settings), keep_beside_blend=settings.keep_beside_blend,
                                  also_key=character,

@@ -173,6 +173,9 @@ class SerepSettings(bpy.types.PropertyGroup):
                                     description="Keep captures in serep_kept/ beside the saved .blend (else in the "
                                                 "cache folder, cleaned up after 30 days unused)")
     head: EnumProperty(name="Head Rotation", items=HEAD_ITEMS, default="NONE")
+    head_translation: BoolProperty(name="Translation", default=False,
+                                   description="Also key the head's move (from the clip's first frame, or the rest "
+                                               "frame) on the object's or the bone's location")
     armature: PointerProperty(name="Armature", type=bpy.types.Object, poll=_is_armature)
     bone: StringProperty(name="Bone", description="Bone of the armature that turns the head")
     batch_directory: StringProperty(name="Folder", subtype="DIR_PATH", description="Folder of clips to batch")

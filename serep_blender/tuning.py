@@ -57,7 +57,8 @@ def bake_kept(obj, kept_path: Path, clip_name: str, how: dict, controls: tune.Tu
     armature = bpy.data.objects.get(how["armature"]) if how.get("armature") else None
     start = how.get("start_frame")
     summary = bake.bake(obj, tuned, clip_name, how["mode"], scene=scene, arkit_keys=how.get("arkit_keys", {}),
-                        head=how.get("head", "NONE"), armature=armature, bone=how.get("bone", ""), start_frame=start)
+                        head=how.get("head", "NONE"), armature=armature, bone=how.get("bone", ""), start_frame=start,
+                        translation_from=_translation_rest(result, controls) if how.get("head_translation") else None)
     action = bpy.data.actions[summary["action"]]
     action[KEPT_MARK] = str(kept_path)
     action[BAKED_MARK] = json.dumps({**how, "tuning": _plain(controls)})
@@ -65,6 +66,13 @@ def bake_kept(obj, kept_path: Path, clip_name: str, how: dict, controls: tune.Tu
                                        arkit_keys=contract.arkit.match_arkit_names(shape_key_names(part)))["action"]
                              for part in character_parts(how.get("also_key", []))]
     return summary
+
+
+def _translation_rest(result: bake.Result, controls: tune.Tuning) -> int:
+    """The frame (index) the head's move is counted from: the first neutral frame when the head's rest is it."""
+    if controls.head_rest == "neutral" and controls.neutral is not None:
+        return int(tune.neutral_rows(result, controls.neutral)[0])
+    return 0
 
 
 def shape_key_names(obj) -> list[str]:

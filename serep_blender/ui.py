@@ -56,6 +56,8 @@ class SEREP_PT_head(_SidebarMixin, bpy.types.Panel):
         layout = self.layout
         layout.use_property_split = True
         layout.prop(settings, "head")
+        if settings.head != "NONE":
+            layout.prop(settings, "head_translation")
         if settings.head == "BONE":
             layout.prop(settings, "armature")
             if settings.armature:

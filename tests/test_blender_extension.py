@@ -161,6 +161,25 @@ def test_head_rotation_is_keyed_on_the_object(addon, head, tmp_path):
     assert head.animation_data.action == head.data.shape_keys.animation_data.action  # one Action, two slots
 
 
+def test_head_translation_is_keyed_from_the_rest_frame(addon, head, tmp_path):
+    """The head's move in the camera (cm; x right, y down, z forward) lands on the object's location in metres,
+    in Blender's axes (x right, z up, -y toward the camera), counted from the rest frame, on top of where the
+    object was."""
+    import bpy
+
+    arrays = fake_result(len(head.data.vertices))
+    arrays["head_pose"][:, 3:] = [[2.0 * f / 59, -1.0 * f / 59, 60.0 + 5.0 * f / 59] for f in range(60)]
+    np.savez(tmp_path / "take.npz", **arrays)
+    result = addon.bake.load_result(tmp_path / "take.npz")
+    head.location = (1.0, 2.0, 3.0)
+    addon.bake.bake(head, result, "take", "BASIS", head="OBJECT", translation_from=0)
+    times = addon.bake.scene_times(result, bpy.context.scene)
+    evaluated_co(head, times[0])
+    assert tuple(head.location) == pytest.approx((1.0, 2.0, 3.0), abs=1e-6)
+    evaluated_co(head, times[-1])  # 2 cm right, 1 cm up, 5 cm away from the camera
+    assert tuple(head.location) == pytest.approx((1.02, 2.05, 3.01), abs=1e-5)
+
+
 def test_a_result_for_another_mesh_is_refused_before_anything_changes(addon, head, tmp_path):
     np.savez(tmp_path / "take.npz", **fake_result(100))
     names = [b.name for b in head.data.shape_keys.key_blocks]

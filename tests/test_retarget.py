@@ -187,3 +187,28 @@ def test_export_command_writes_csv_and_json(tmp_path, capsys):
     assert "no ARKit weights" in capsys.readouterr().err and not (tmp_path / "b.json").exists()
     with pytest.raises(ValueError, match="nothing to write"):
         export_result(path)
+
+
+@pytest.mark.slow
+def test_a_full_blink_closes_eyes_that_open_wider_than_the_templates(face_model):
+    """The ARKit-reference-like test head (thin lips on a closed mouth, eyes 1.4x taller): a full blink closes
+    the lids about as far as ICT's own blink closes the template's (0.12-0.15 of the opening left), where the
+    carried shapes alone leave over 0.3 open; the upper lip stays put when the jaw opens."""
+    from serep_engine.eval.retarget import HEADS, _make_head, decoded_blinks, head_shapes, user_checks
+    from serep_engine.expression.model import ExpressionModel
+
+    head = _make_head(face_model, HEADS[-1], seed=0)
+    assert head.name.startswith("reference")
+    model = ExpressionModel.from_pretrained("cpu", face_model)
+    shapes = head_shapes(face_model, head)
+    registration = fit_target(face_model, head.vertices, head.triangles, use_cache=False)
+    without = user_checks(face_model, model, head, registration, shapes)
+    closing = registration.with_closing_lids(face_model, decoded_blinks(face_model, model, registration.neutral))
+    checks = user_checks(face_model, model, head, closing, shapes)
+    assert without["blink_open"] > 0.3 and 0.0 < checks["blink_open"] < 0.2, (without, checks)
+    assert checks["upper_lip_mm"] < 3.0, checks
+    # linear still, and unchanged away from the eyes
+    jaw = face_model.face_expression_basis[list(face_model.expression_names).index("jawOpen")]
+    chin = face_model.face_neutral[:, 1] < face_model.face_neutral[face_model.landmarks68[57], 1]
+    np.testing.assert_allclose(closing.to_user(jaw * chin[:, None]), registration.to_user(jaw * chin[:, None]),
+                               atol=1e-6)

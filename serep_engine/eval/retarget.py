@@ -1,8 +1,9 @@
 """`serep eval retarget`: fitting and transfer onto user meshes, against ground truth, with the MultiREX regions.
 
-The test heads are held-out ICT identities (evaluation seeds; typical, stylised x2.5, and warped out of the
-identity model's span by a smooth non-linear deformation) made into "artist meshes": face only or with the
-back of the head and neck (and eyeballs and teeth as separate parts), remeshed to other topologies and
+The test heads are held-out ICT identities (evaluation seeds; typical, stylised x2.5, warped out of the
+identity model's span by a smooth non-linear deformation, and one shaped like Apple's ARKit reference face: thin
+lips on a mouth that starts closed, eyes opening 1.4x taller than ICT's) made into "artist meshes": face only or
+with the back of the head and neck (and eyeballs and teeth as separate parts), remeshed to other topologies and
 densities (quads split on the other diagonal, vertex-clustering decimation, midpoint subdivision; about
 2k to 100k vertices), rotated, scaled to metres or millimetres, moved off the origin. Every remeshing is a
 sparse linear map M from the original vertices, so the ground truth of an expression on a test head is M
@@ -11,8 +12,12 @@ applied to the deformation-transfer expression on the original identity.
 Per head: the code of each test expression (the expression model's E_exp on the identity's own template
 mesh, what a perfect capture would output) is decoded onto the registered neutral (D_mesh) and carried to
 the user's vertices (`Registration.to_user`); errors are taken on the user vertices that come from the
-template's face regions (per region: Kabsch alignment, mean L2, mm). The set is deterministic and generated
-on first use into `$SEREP_CACHE/retarget-eval-v2/`.
+template's face regions (per region: Kabsch alignment, mean L2, mm). Two checks of what users see: a full blink
+(ICT's eyeBlink shapes, encoded and decoded as above) should close the lids as ICT's own blink closes the
+template's (the part of the opening left, at the user vertices under the iBUG lid points; 0.12-0.15 on the
+template), and jawOpen should leave the upper lip where it is (the upper inner-lip points' error against the
+truth, mm: a lip matched to the wrong side tears the mouth). The set is deterministic and generated on first use
+into `$SEREP_CACHE/retarget-eval-v3/`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from serep_engine.facemodel.identities import eval_identity, identity_shapes
 from serep_engine.facemodel.regions import REGION_NAMES, alignment_masks, region_masks
 from serep_engine.paths import cache_dir
 
-SET_VERSION = "retarget-eval-v2"
+SET_VERSION = "retarget-eval-v3"
 HEAD_VERTICES, HEAD_POLYGONS = 11248, 11144  # ICT parts `face` + `head_and_neck`
 EYES_AND_TEETH = ((17039, 21451), (21451, 24591))  # vertex ranges of ICT's teeth and eyeballs
 BLENDER_UP = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # +Y up, +Z forward -> +Z up, -Y forward
@@ -52,7 +57,9 @@ HEADS = (
     ("typical", 7, "head", ("decimate:0.8",), 0.01, "identity", (0.0, 0.0, 0.0)),
     ("typical", 8, "head", ("decimate:0.5", "subdivide", "subdivide"), 1.0, "random", (-3.0, 0.0, 0.0)),
     ("stylised", 2, "face+eyes", ("other_diagonal",), 0.01, "blender", (0.2, 0.1, 1.5)),
+    ("reference", 9, "head", ("other_diagonal",), 0.01, "blender", (0.0, 0.0, 1.6)),
 )
+THIN_LIPS, TALL_EYES = 0.4, 1.4  # the reference-like head: lip height kept, eye opening height
 
 
 # -- remeshing: each step returns (vertices, triangles, M) with new vertices = M @ old vertices -------------
@@ -121,6 +128,25 @@ def warp(vertices):
     return out
 
 
+def reference_like(face_model: ICTModel, vertices):
+    """Thin lips closed on the mouth's seam and eyes opening TALL_EYES x taller: the shapes on which the
+    transfer once tore the mouth open and left blinks open (Apple's ARKit reference face; cm, ICT frame)."""
+    lm, out = face_model.landmarks68, vertices.copy()
+    upper, lower = vertices[lm[[60, 61, 62, 63, 64]]], vertices[lm[[60, 67, 66, 65, 64]]]
+    seam = np.interp(vertices[:, 0], upper[:, 0], (upper[:, 1] + lower[:, 1]) / 2)
+    half = np.ptp(upper[:, 0]) / 2 + 0.6
+    across = np.clip(1 - (np.abs(vertices[:, 0] - upper[:, 0].mean()) - half + 0.6) / 0.6, 0, 1)
+    lips = (np.abs(vertices[:, 1] - seam) < 1.3) & (vertices[:, 2] > vertices[lm[62], 2] - 1.5)
+    out[lips, 1] = seam[lips] + (vertices[lips, 1] - seam[lips]) * (1 - (1 - THIN_LIPS) * across[lips])
+    for eye in (range(36, 42), range(42, 48)):
+        points = vertices[lm[list(eye)]]
+        centre, width = points.mean(0), np.ptp(points[:, 0])
+        d = out - centre
+        near = np.exp(-((d[:, 0] / (0.7 * width)) ** 2 + d[:, 1] ** 2)) * (np.abs(d[:, 2]) < 1.5)
+        out[:, 1] = centre[1] + d[:, 1] * (1 + (TALL_EYES - 1) * near)
+    return out
+
+
 @dataclass
 class TestHead:
     name: str
@@ -140,6 +166,8 @@ def _make_head(face_model: ICTModel, spec, seed: int) -> TestHead:
     full = face_model.identity_neutral(weights, face_only=False).astype(np.float64)
     if kind == "warped":
         full = warp(full)
+    elif kind == "reference":
+        full = reference_like(face_model, full)
     if parts.startswith("face"):
         keep = np.arange(FACE_VERTEX_COUNT)
         polygons = face_model.polygons[:9230]
@@ -181,7 +209,8 @@ def _make_head(face_model: ICTModel, spec, seed: int) -> TestHead:
     user = units * vertices @ rotation.T + np.asarray(offset)
     name = f"{kind}{index}-{parts}-{'+'.join(steps) or 'template'}-{len(user)}v"
     return TestHead(name, user, triangles.astype(np.int64), (matrix @ select).tocsr(), full[:FACE_VERTEX_COUNT],
-                    None if kind == "warped" else weights, units, rotation, np.asarray(offset, np.float64))
+                    None if kind in ("warped", "reference") else weights,  # None: truth by transfer onto the neutral
+                    units, rotation, np.asarray(offset, np.float64))
 
 
 def load_heads(face_model: ICTModel, log=None) -> list[TestHead]:
@@ -251,6 +280,7 @@ def evaluate_retarget(face_model: ICTModel, expression_model, n_expressions: int
     heads = load_heads(face_model, log)
     rng = np.random.default_rng(EVAL_SEEDS[-1] - 100)
     per_region = {name: [] for name in REGION_NAMES}
+    per_check: dict[str, list[float]] = {}
     auto_ok, seconds, shown = [], [], []
     for head in heads:
         expressions = sample_expressions(rng, n_expressions)
@@ -273,12 +303,17 @@ def evaluate_retarget(face_model: ICTModel, expression_model, n_expressions: int
             note = f"automatic landmarks failed ({failure}); scored with given landmarks"
             registration = fit_target(face_model, head.vertices, head.triangles, landmarks=true_landmarks,
                                       use_cache=use_cache)
+        registration = registration.with_closing_lids(face_model, decoded_blinks(face_model, expression_model,
+                                                                                registration.neutral))
         seconds.append(time.perf_counter() - started)
         identity_basis = expression_model.identity_basis(head.original_face_neutral)
         codes = expression_model.encode_displacements(torch.from_numpy(truth_face).float(), identity_basis)
         decoded = expression_model.decode_with_basis(codes, expression_model.identity_basis(registration.neutral))
         predicted = registration.to_user(decoded.numpy())
         errors = head_errors_mm(face_model, head, predicted.astype(np.float64), truth)
+        checks = user_checks(face_model, expression_model, head, registration, shapes)
+        for name, value in checks.items():
+            per_check.setdefault(name, []).append(value)
         for name in REGION_NAMES:
             per_region[name].append(errors[name])
         summary = {name: round(float(errors[name].mean()), 3) for name in REGION_NAMES}
@@ -286,14 +321,73 @@ def evaluate_retarget(face_model: ICTModel, expression_model, n_expressions: int
             still = head_errors_mm(face_model, head, np.zeros_like(truth), truth)  # scale: no motion at all
             log(f"{head.name}: {summary}, mean {np.mean(list(summary.values())):.3f} mm "
                 f"(no-motion baseline {np.mean([still[n].mean() for n in REGION_NAMES]):.2f} mm), "
-                f"fit {seconds[-1]:.1f} s, {note}, surface {registration.fit_residual_mm:.2f} mm")
+                f"fit {seconds[-1]:.1f} s, {note}, surface {registration.fit_residual_mm:.2f} mm, "
+                + ", ".join(f"{name} {value:.3f}" for name, value in checks.items()))
         shown.append((head, registration, predicted, truth))
     regions = {name: round(float(np.mean(np.concatenate(per_region[name]))), 4) for name in REGION_NAMES}
     regions["mean"] = round(float(np.mean([regions[name] for name in REGION_NAMES])), 4)
     if figure is not None:
         retarget_figure(face_model, [shown[i] for i in FIGURE_HEADS if i < len(shown)], figure)
-    return {"regions_mm": regions, "auto_landmark_success": round(float(np.mean(auto_ok)), 4),
+    checks = {"blink_open_mean": round(float(np.mean(per_check["blink_open"])), 4),
+              "blink_open_worst": round(float(np.max(per_check["blink_open"])), 4),
+              "blink_open_reference": round(per_check["blink_open"][-1], 4),
+              "upper_lip_jaw_error_mm_worst": round(float(np.max(per_check["upper_lip_mm"])), 3),
+              "upper_lip_jaw_error_mm_reference": round(per_check["upper_lip_mm"][-1], 3)}
+    return {"regions_mm": regions, "checks": checks, "auto_landmark_success": round(float(np.mean(auto_ok)), 4),
             "n_meshes": len(heads), "seconds_per_mesh": round(float(np.mean(seconds)), 2)}
+
+
+@torch.no_grad()
+def decoded_blinks(face_model: ICTModel, expression_model, neutral: np.ndarray) -> dict[str, np.ndarray]:
+    """ICT's eyeBlink_L / _R encoded on the template and decoded onto `neutral` (as `Engine.decoded_blinks`)."""
+    names = list(face_model.expression_names)
+    out = {}
+    for blink in ("eyeBlink_L", "eyeBlink_R"):
+        shape = torch.from_numpy(face_model.face_expression_basis[names.index(blink)][None]).float()
+        code = expression_model.encode_displacements(shape, expression_model.identity_basis(face_model.face_neutral))
+        out[blink] = expression_model.decode_with_basis(code, expression_model.identity_basis(neutral)).numpy()[0]
+    return out
+
+
+@torch.no_grad()
+def user_checks(face_model: ICTModel, expression_model, head: TestHead, registration, shapes) -> dict:
+    """What users see on the head (module docstring): the part of the lids' opening a full blink leaves (mean of
+    both eyes, along the opening: below 0 where the lids pass each other) and the upper inner lip's error under
+    jawOpen (mm). The points are the user vertices nearest the registered face's iBUG lid and lip points among
+    those that move with the face (not the eyeballs)."""
+    from scipy.spatial import cKDTree
+
+    from serep_engine.retarget.fit import EYES
+
+    names = list(face_model.expression_names)
+    template_basis = expression_model.identity_basis(face_model.face_neutral)
+    user_basis = expression_model.identity_basis(registration.neutral)
+    rest = head.vertices.astype(np.float64)
+    moving = np.flatnonzero(np.asarray(registration.transfer.sum(axis=1)).ravel() > 0.5)
+    tree = cKDTree(rest[moving])
+
+    def at(points):
+        placed = registration.similarity.to_user(registration.neutral[face_model.landmarks68[list(points)]])
+        return moving[tree.query(placed)[1]]
+
+    def moved(name):
+        shape = torch.from_numpy(face_model.face_expression_basis[names.index(name)][None]).float()
+        code = expression_model.encode_displacements(shape, template_basis)
+        return registration.to_user(expression_model.decode_with_basis(code, user_basis).numpy())[0]
+
+    left = []
+    for blink, (upper, lower) in EYES.items():
+        d, up, low = moved(blink), at(upper), at(lower)
+        opening = rest[up] - rest[low]
+        along = opening / np.linalg.norm(opening, axis=1, keepdims=True)
+        closed = np.einsum("ni,ni->n", opening + d[up] - d[low], along)
+        left.append(closed.mean() / np.linalg.norm(opening, axis=1).mean())
+    full = np.zeros((head.remesh.shape[1], 3))
+    full[:FACE_VERTEX_COUNT] = shapes[names.index("jawOpen")]
+    truth = (head.remesh @ full) @ head.rotation.T * head.units_per_cm
+    lip = at([61, 62, 63])
+    error = np.linalg.norm(moved("jawOpen")[lip] - truth[lip], axis=1).mean() * MM_PER_CM / head.units_per_cm
+    return {"blink_open": float(np.mean(left)), "upper_lip_mm": float(error)}
 
 
 def _project(renderer, rotation, points):

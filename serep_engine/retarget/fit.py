@@ -16,6 +16,12 @@
    own (barycentric weights), times a smooth fall-off with its distance from that surface (so the neck, back
    of head and body stay still), and separate parts that sit away from the face surface (eyeballs, teeth)
    stay still as a whole. The result is one sparse matrix: linear, and fast for a 64-key basis.
+5. Lids (`Registration.with_closing_lids`, given the blinks as the expression model decodes them onto the
+   registered face): a head whose eyes open wider than the template's would keep a full blink part open (the
+   decode keeps the lids' travel, not their closing). Per eye, the lids' motion is scaled so that the blink
+   closes them as far as ICT's own blink closes the template's (never less motion than before, at most
+   LID_GAIN_MAX times, none where the lids already meet or pass), tapering with the blink's own motion away
+   from the lid margin.
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ CONSISTENCY_CM = 0.3  # a vertex whose probe motion differs this much from its n
 # 3.6M vertices peaked at 19 GB (422 s) on a 2-core machine: refuse beyond this rather than run out of memory
 MAX_VERTICES = 1_500_000
 OFFSET_DAMPING = 1e-3  # keeps template parts without matches (and the system) near the identity fit
+LID_GAIN_MAX = 2.0
+LID_REACH_CM = (1.5, 2.5)  # the lid gain is whole within the first distance of an eye's centre, none beyond
+EYES = {"eyeBlink_L": ((43, 44), (47, 46)), "eyeBlink_R": ((37, 38), (41, 40))}  # upper, lower iBUG lid points
 
 
 class LandmarkError(ValueError):
@@ -135,6 +144,13 @@ class Registration:
         moved = (self.transfer @ flat).reshape(-1, int(np.prod(lead, dtype=int)), 3)
         user = np.moveaxis(moved, 1, 0) @ (self.similarity.rotation / self.similarity.scale).astype(np.float32)
         return user.reshape(*lead, -1, 3).astype(np.float32)
+
+    def with_closing_lids(self, face_model: ICTModel, blinks: dict[str, np.ndarray]) -> Registration:
+        """This registration with the lids' motion scaled so that `blinks` (eyeBlink_L / _R decoded onto
+        `neutral`) close the eyes (module docstring, step 5)."""
+        gain = lid_gain(face_model, self.neutral, blinks)
+        return Registration(self.neutral, self.similarity, (self.transfer @ sp.diags(gain)).tocsr(), self.landmarks68,
+                            self.auto_landmarks, self.fit_residual_mm, self.seconds, self.landmark_points)
 
     def save(self, path) -> None:
         t = self.transfer.tocsr()
@@ -429,6 +445,38 @@ def _transfer_matrix(face_model, neutral, vertices, triangles, similarity, candi
     matrix = sp.csr_matrix((weights.ravel(), (np.repeat(rows, 3), template_triangles[picked].ravel())),
                            shape=(len(user), len(neutral)))
     return matrix, picked_distance
+
+
+def lid_closure(face_model: ICTModel, neutral: np.ndarray, shape: np.ndarray, blink: str) -> float:
+    """The part of the eye's opening (iBUG lid points, along the neutral's opening) left when `blink`'s shape
+    (V, 3) moves `neutral`: 1 open as at rest, 0 closed, below 0 where the lids pass each other."""
+    upper, lower = (face_model.landmarks68[list(points)] for points in EYES[blink])
+    opening = neutral[upper] - neutral[lower]
+    along = opening / np.linalg.norm(opening, axis=1, keepdims=True)
+    closed = np.einsum("ni,ni->n", opening + shape[upper] - shape[lower], along)
+    return float(closed.mean() / np.linalg.norm(opening, axis=1).mean())
+
+
+def lid_gain(face_model: ICTModel, neutral: np.ndarray, blinks: dict[str, np.ndarray]) -> np.ndarray:
+    """(9409,) per template vertex: how much more the lids of `neutral` should move than `blinks` ({eyeBlink_L /
+    _R: (9409, 3) displacement on `neutral`}) move them, for the blinks to close as ICT's close the template;
+    1 away from the eyes."""
+    names = list(face_model.expression_names)
+    gain = np.ones(len(neutral))
+    for blink, shape in blinks.items():
+        wanted = lid_closure(face_model, face_model.face_neutral, face_model.face_expression_basis[names.index(blink)],
+                             blink)
+        got = lid_closure(face_model, neutral, shape, blink)
+        scale = float(np.clip((1 - wanted) / max(1 - got, 1e-6), 1.0, LID_GAIN_MAX))
+        motion = np.linalg.norm(shape, axis=1)
+        upper, lower = (face_model.landmarks68[list(points)] for points in EYES[blink])
+        margin = motion[upper].mean()  # the upper lid's travel
+        # around this eye only: a decoded blink moves the rest of the face a little too
+        centre = neutral[np.r_[upper, lower]].mean(0)
+        near = np.clip((LID_REACH_CM[1] - np.linalg.norm(neutral - centre, axis=1)) / np.subtract(*LID_REACH_CM[::-1]),
+                       0.0, 1.0)
+        gain += (scale - 1.0) * np.clip(motion / max(margin, 1e-9), 0.0, 1.0) * near
+    return gain
 
 
 def _consistent_choice(face_model, triangles, candidate_vertices, bary, distance, choice, rounds: int = 2):
