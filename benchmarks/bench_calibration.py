@@ -1,10 +1,10 @@
-"""Neutral calibration on real clips: for each clip, the most neutral half second found by `tune.find_neutral`,
+"""Neutral calibration on real clips: for each clip, the most neutral quarter second found by `tune.find_neutral`,
 and how far its frames' meshes are from the template's neutral before and after calibration (mm, mean over the
 face's vertices; per frame, then the largest over the window). The window's mean code is subtracted, so what
 is left on its frames is the capture's frame-to-frame variation there. Prints one JSON line per clip, then a
 summary.
 
-    python benchmarks/bench_calibration.py [--clips N] [--frames 300] [--smoothing 1.0]
+    python benchmarks/bench_calibration.py [--clips N] [--frames 300] [--smoothing 1.0] [--seconds 0.25]
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--smoothing", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=0.25, help="length of the neutral stretch found")
     args = parser.parse_args()
     engine = Engine.from_pretrained("cpu")
     clips = sorted((data_dir() / "real" / "videos").glob("*.mp4"))[: args.clips]
     rows_out = []
     for clip in clips:
         result = engine.capture(clip, 0, args.frames, options=CaptureOptions(smoothing=0.0, rebake=True))
-        start, end = find_neutral(result)
+        start, end = find_neutral(result, args.seconds)
         rows = np.flatnonzero((result.frames >= start) & (result.frames < end))
         before = retune(result, Tuning(smoothing=args.smoothing), codes_only=True).codes
         after = retune(result, Tuning(smoothing=args.smoothing, neutral=(start, end)), codes_only=True).codes

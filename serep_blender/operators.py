@@ -179,7 +179,7 @@ class SEREP_OT_rebake(_KeptMixin, bpy.types.Operator):
 
 
 class SEREP_OT_find_neutral(_KeptMixin, bpy.types.Operator):
-    """Find the actor's most neutral half second in the playing clip and calibrate on it"""
+    """Find the actor's most neutral quarter second in the playing clip and calibrate on it"""
 
     bl_idname = "serep.find_neutral"
     bl_label = "Find Neutral"

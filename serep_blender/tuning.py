@@ -191,7 +191,7 @@ def flush(names: list[str] | None = None) -> None:
 
 
 def find_neutral(obj, settings, scene=None) -> tuple[int, int]:
-    """The most neutral half second of the playing clip, set as the calibration frames (and calibration on)."""
+    """The most neutral quarter second of the playing clip, set as the calibration frames (and calibration on)."""
     action = clip_action(obj)
     if action is None:
         raise bake.BakeError(f"{obj.name} has no clip baked from a kept capture (capture it first)")

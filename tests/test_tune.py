@@ -90,10 +90,10 @@ def test_neutral_calibration(takes):
     frame = int(result.frames[100])
     calibrated = retune(result, Tuning(smoothing=0.0, neutral=(frame, frame + 1)))
     assert np.abs(frame_displacement(calibrated, calibrated.codes, 100)).max() < 1e-5
-    # the most neutral half second, found: on every one of its frames the mesh is within 0.1 mm (mean over the
+    # the most neutral quarter second, found: on every one of its frames the mesh is within 0.1 mm (mean over the
     # vertices) of the template's neutral
     start, end = find_neutral(result)
-    assert end - start == 15 and result.face_found[(result.frames >= start) & (result.frames < end)].all()
+    assert end - start == round(0.25 * result.fps) and result.face_found[(result.frames >= start) & (result.frames < end)].all()
     calibrated = retune(result, Tuning(neutral=(start, end)), codes_only=True)
     rows = np.flatnonzero((result.frames >= start) & (result.frames < end))
     per_frame_mm = [10 * mean_motion(frame_displacement(calibrated, calibrated.codes, row)) for row in rows]

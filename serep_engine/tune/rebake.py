@@ -67,10 +67,10 @@ def neutral_rows(result: CaptureResult, neutral: tuple[int, int]) -> np.ndarray:
     return rows
 
 
-def find_neutral(result: CaptureResult, seconds: float = 0.5) -> tuple[int, int]:
+def find_neutral(result: CaptureResult, seconds: float = 0.25) -> tuple[int, int]:
     """The clip's most neutral stretch, as rest frames [start, end): the window of `seconds` (only frames with
     a face) whose codes decode to the least displacement on the target and which is the stillest (mean squared
-    displacement plus three times its spread over the window: calibration subtracts the window's mean, so what
+    displacement plus ten times its spread over the window: calibration subtracts the window's mean, so what
     is left on its frames is the spread)."""
     _require(result, "codes_raw", "code_basis")
     flat = result.code_basis.reshape(len(result.code_basis), -1).astype(np.float64)
@@ -82,7 +82,7 @@ def find_neutral(result: CaptureResult, seconds: float = 0.5) -> tuple[int, int]
     window_energy = np.convolve(energy, kernel, "valid")
     mean_code = np.stack([np.convolve(codes[:, d], kernel, "valid") for d in range(codes.shape[1])], 1)
     spread = window_energy - np.einsum("fd,de,fe->f", mean_code, gram, mean_code) / flat.shape[1]
-    score = window_energy + 3.0 * spread  # a held expression is still but not neutral: both count
+    score = window_energy + 10.0 * spread  # a held expression is still but not neutral: both count
     lost = np.convolve((~result.face_found).astype(float), kernel, "valid") > 0
     if lost.all():
         raise TuningError(f"no {seconds:g} s stretch of the clip has a face in every frame")
