@@ -93,7 +93,8 @@ def test_neutral_calibration(takes):
     # the most neutral quarter second, found: on every one of its frames the mesh is within 0.1 mm (mean over the
     # vertices) of the template's neutral
     start, end = find_neutral(result)
-    assert end - start == round(0.25 * result.fps) and result.face_found[(result.frames >= start) & (result.frames < end)].all()
+    rest = (result.frames >= start) & (result.frames < end)
+    assert end - start == round(0.25 * result.fps) and result.face_found[rest].all()
     calibrated = retune(result, Tuning(neutral=(start, end)), codes_only=True)
     rows = np.flatnonzero((result.frames >= start) & (result.frames < end))
     per_frame_mm = [10 * mean_motion(frame_displacement(calibrated, calibrated.codes, row)) for row in rows]
