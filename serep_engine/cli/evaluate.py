@@ -1,4 +1,5 @@
-"""`serep eval expression|capture|landmarks|retarget`: each stage measured with the region protocol."""
+"""`serep eval expression|capture|landmarks|retarget|real`: each stage measured (the region protocol on our renders
+and test heads; `real`: on real faces)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,20 @@ def eval_retarget(args) -> dict:
     return result
 
 
+def eval_real(args) -> dict:
+    from serep_engine.eval.real import evaluate_photos
+    from serep_engine.facemodel.ict import ICTModel
+
+    face_model = ICTModel.load(args.ict)
+    photos = evaluate_photos(face_model, args.method, args.photos, log=log)
+    methods = {}
+    for name in args.method:
+        # clips and takes are not built yet: said, not reported as empty
+        methods[name] = {"photos": photos[name], "clips": None, "takes": None}
+        report({"method": name, **methods[name]})
+    return {"methods": methods, "not_built": ["clips", "takes"]}
+
+
 def register(commands) -> None:
     evaluate = commands.add_parser("eval", help="evaluate a stage").add_subparsers(dest="what", required=True)
 
@@ -112,3 +127,12 @@ def register(commands) -> None:
     retarget.add_argument("--expressions", type=int, default=12, help="test expressions per head")
     retarget.add_argument("--ict", type=Path, default=None)
     retarget.set_defaults(func=eval_retarget)
+
+    real = evaluate.add_parser("real", help="capture methods on real faces: annotated photos (clips, takes: to come)")
+    real.add_argument("--method", action="append", required=True,
+                      help="neutral | landmark_fit | mediapipe_blendshapes | serep (repeat to compare)")
+    real.add_argument("--photos", type=Path, default=None,
+                      help="folder of photos + landmarks68.json (default: ../shared/data/real/faces68/afw)")
+    add_json_flag(real)
+    real.add_argument("--ict", type=Path, default=None)
+    real.set_defaults(func=eval_real)

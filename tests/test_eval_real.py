@@ -1,0 +1,64 @@
+"""`serep eval real`, the photos part: the measures on a hand-made case with a known answer (a decoded mesh with
+a known lip gap, measured on the template and as an image would show it), the comparison, and the whole part on
+a few real annotated photos."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serep_engine.eval.real import MEASURES, compare, evaluate_photos, expression_measures, image_up
+
+AFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "faces68" / "afw"
+
+
+def test_measures_read_the_same_in_the_template_and_in_an_image(face_model):
+    """jawOpen at 0.6 on the template: the lip gap it makes (known from the vertices), read from the frontal
+    template points and from the same points as a photo would hold them (pixels, y down, turned in the image
+    plane, any scale) alike."""
+    names = list(face_model.expression_names)
+    mesh = face_model.face_neutral + 0.6 * face_model.face_expression_basis[names.index("jawOpen")]
+    points = mesh[face_model.landmarks68, :2].astype(np.float64)
+    on_template = expression_measures(points, np.array([0.0, 1.0]))
+    known = np.mean([np.linalg.norm(points[a] - points[b]) for a, b in ((61, 67), (62, 66), (63, 65))])
+    assert on_template["lip_gap"] == pytest.approx(known / np.linalg.norm(points[45] - points[36]))
+    assert on_template["lip_gap"] > 0.2 and on_template["brow_height"] > 0
+    angle = np.radians(12.0)
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    pixels = (points * [1.0, -1.0]) @ turn.T * 37.0 + [400.0, 300.0]  # y down, turned, scaled, moved
+    in_image = expression_measures(pixels, image_up(pixels))
+    for name in MEASURES:
+        assert in_image[name] == pytest.approx(on_template[name], abs=1e-9), name
+    closed = expression_measures(face_model.face_neutral[face_model.landmarks68, :2], np.array([0.0, 1.0]))
+    assert closed["lip_gap"] < 0.2 * on_template["lip_gap"]
+
+
+def test_compare_gives_correlation_and_spread():
+    truth = [dict.fromkeys(MEASURES, float(v)) for v in (1, 2, 3, 4)]
+    half = [dict.fromkeys(MEASURES, 0.5 * v + 7) for v in (1, 2, 3, 4)]
+    result = compare(half, truth)
+    assert result["lip_gap"] == {"corr": 1.0, "spread": 0.5}
+    flat = compare([dict.fromkeys(MEASURES, 0.0)] * 4, truth)
+    assert flat["eye_left"] == {"corr": None, "spread": 0.0}  # the neutral method does not vary
+
+
+@pytest.mark.slow
+def test_the_photos_part_on_a_few_real_photos(face_model, tmp_path):
+    if not AFW.is_dir():
+        pytest.skip(f"annotated photos not found at {AFW}")
+    points = json.loads((AFW / "landmarks68.json").read_text())["points"]
+    chosen = sorted(points)[:6]
+    for name in chosen:
+        (tmp_path / name).symlink_to(AFW / name)
+    (tmp_path / "landmarks68.json").write_text(json.dumps({"points": {n: points[n] for n in chosen}}))
+    result = evaluate_photos(face_model, ["neutral", "mediapipe_blendshapes"], tmp_path)
+    n = result["neutral"]["n"]
+    assert 2 <= n <= 6 and result["mediapipe_blendshapes"]["n"] == n  # profiles beyond 35 degrees are left out
+    assert result["neutral"]["lip_gap"]["spread"] == 0.0
+    assert set(result["mediapipe_blendshapes"]) == {"n", *MEASURES}
+    assert result["mediapipe_blendshapes"]["lip_gap"]["spread"] > 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "landmarks68.json").write_text(json.dumps({"points": {}}))
+    assert evaluate_photos(face_model, ["neutral"], empty) == {"neutral": {"n": 0}}
