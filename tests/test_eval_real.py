@@ -62,3 +62,37 @@ def test_the_photos_part_on_a_few_real_photos(face_model, tmp_path):
     empty.mkdir()
     (empty / "landmarks68.json").write_text(json.dumps({"points": {}}))
     assert evaluate_photos(face_model, ["neutral"], empty) == {"neutral": {"n": 0}}
+
+
+def test_points_are_put_in_the_face_frame_before_measuring():
+    """A turned, scaled, moved copy of a face's 478 points aligns back onto it, so a turning head reads the same
+    eye openings as a still one."""
+    from scipy.spatial.transform import Rotation
+
+    from serep_engine.eval.real import _align, mediapipe_measures
+
+    rng = np.random.default_rng(0)
+    face = rng.normal(size=(478, 3)) * [60.0, 80.0, 30.0]
+    turned = 1.7 * face @ Rotation.from_euler("xyz", [10, 35, -5], degrees=True).as_matrix().T + [5.0, -3.0, 9.0]
+    np.testing.assert_allclose(_align(turned, face), face, atol=1e-9)
+    assert mediapipe_measures(_align(turned, face)) == pytest.approx(mediapipe_measures(face))
+
+
+@pytest.mark.slow
+def test_the_clips_part_sees_the_winks_of_a_real_clip(face_model, tmp_path):
+    """liveportrait_d3 winks one eye from frame 8: mediapipe's own scores, carried through ICT's shapes, wink on
+    the right side; the neutral method never does."""
+    from serep_engine.eval.real import evaluate_clips
+
+    clip = AFW.parents[1] / "videos" / "liveportrait_d3.mp4"
+    if not clip.exists():
+        pytest.skip(f"real clips not found at {clip.parent}")
+    (tmp_path / clip.name).symlink_to(clip)
+    (tmp_path / "notes.txt").write_text("not a clip")
+    result = evaluate_clips(face_model, ["neutral", "mediapipe_blendshapes"], tmp_path, frames=40)
+    assert result["neutral"]["n"] == result["mediapipe_blendshapes"]["n"] == 1
+    winks = result["mediapipe_blendshapes"]["winks"]
+    assert winks["frames"] >= 10 and winks["same_side"] >= 0.9 and winks["magnitude"] > 0.5
+    assert result["neutral"]["winks"]["same_side"] == 0.0 and result["neutral"]["lip_gap"]["slope"] == 0.0
+    assert result["mediapipe_blendshapes"]["lip_gap"]["corr"] > 0.5
+    assert evaluate_clips(face_model, ["neutral"], tmp_path / "none")["neutral"]["n"] == 0

@@ -77,17 +77,18 @@ def eval_retarget(args) -> dict:
 
 
 def eval_real(args) -> dict:
-    from serep_engine.eval.real import evaluate_photos
+    from serep_engine.eval.real import evaluate_clips, evaluate_photos
     from serep_engine.facemodel.ict import ICTModel
 
     face_model = ICTModel.load(args.ict)
     photos = evaluate_photos(face_model, args.method, args.photos, log=log)
+    clips = evaluate_clips(face_model, args.method, args.clips, args.clip_frames, log=log)
     methods = {}
     for name in args.method:
-        # clips and takes are not built yet: said, not reported as empty
-        methods[name] = {"photos": photos[name], "clips": None, "takes": None}
+        # the takes part is not built yet: said, not reported as empty
+        methods[name] = {"photos": photos[name], "clips": clips[name], "takes": None}
         report({"method": name, **methods[name]})
-    return {"methods": methods, "not_built": ["clips", "takes"]}
+    return {"methods": methods, "not_built": ["takes"]}
 
 
 def register(commands) -> None:
@@ -128,11 +129,13 @@ def register(commands) -> None:
     retarget.add_argument("--ict", type=Path, default=None)
     retarget.set_defaults(func=eval_retarget)
 
-    real = evaluate.add_parser("real", help="capture methods on real faces: annotated photos (clips, takes: to come)")
+    real = evaluate.add_parser("real", help="capture methods on real faces: annotated photos, clips (takes: to come)")
     real.add_argument("--method", action="append", required=True,
                       help="neutral | landmark_fit | mediapipe_blendshapes | serep (repeat to compare)")
     real.add_argument("--photos", type=Path, default=None,
                       help="folder of photos + landmarks68.json (default: ../shared/data/real/faces68/afw)")
+    real.add_argument("--clips", type=Path, default=None, help="folder of clips (default: ../shared/data/real/videos)")
+    real.add_argument("--clip-frames", type=int, default=150, help="frames from the start of each clip")
     add_json_flag(real)
     real.add_argument("--ict", type=Path, default=None)
     real.set_defaults(func=eval_real)

@@ -1,5 +1,5 @@
-"""`serep eval real`: capture methods judged on real faces (issue 17). This module holds the photos part; the clips
-and takes parts are not built yet (the command says so in its output rather than reporting them empty).
+"""`serep eval real`: capture methods judged on real faces (issue 17): the photos and clips parts; the takes part
+is not built yet (the command says so in its output rather than reporting it empty).
 
 Photos: human-annotated 68-point photos (a faces68-style folder: images + landmarks68.json), those whose head
 turns less than MAX_YAW_DEG by mediapipe's Face Landmarker (Tasks API, the bundle in the data folder: its facial
@@ -10,6 +10,16 @@ and brow height (the brows' mean height above the eyes' mean height, along the f
 method's *decoded expression mesh*: its expression decoded on the template, frontal, at the template's 68 landmark
 vertices (so they read the code, not the image). Per measure: Pearson correlation and spread ratio (std of the
 method's values / std of the annotation's) over the photos.
+
+Clips (real video, no annotation; the first MAX_CLIP_FRAMES frames of each): the Face Landmarker in VIDEO mode
+gives 478 points, blendshape scores and the head pose; its points are put in the face's own frame (each frame's
+3-D points aligned rigidly, with scale, on the clip's most frontal frame by the forehead, nose and face outline,
+so that a turning head does not read as a wink) and the same five measures are read off them (mediapipe's indices
+for the same lid, lip and brow points). Each as a change from the clip's median, against the method's decoded
+mesh likewise: per measure the correlation and the slope (least squares, captured change on observed change), the
+mean over clips. Winks: frames where mediapipe's eyeBlinkLeft and eyeBlinkRight differ by more than WINK; the
+fraction where the method's left-right eye-opening difference has the same sign, and the ratio of its
+|eyeBlinkLeft - eyeBlinkRight| (ARKit weights solved from its decoded mesh) to mediapipe's.
 
 Methods: `neutral` (the zero expression), `landmark_fit` and `serep` (eval/baselines.py, as on SynthREX) and
 `mediapipe_blendshapes` (the Landmarker's 52 scores applied to ICT's ARKit shapes on the template, encoded by
@@ -28,6 +38,15 @@ from serep_engine.facemodel.ict import ICTModel
 from serep_engine.paths import data_dir
 
 MAX_YAW_DEG = 35.0
+MAX_CLIP_FRAMES = 150
+WINK = 0.3
+# mediapipe face mesh indices of the points the measures use (subject's left eye: 263 outer, 362 inner)
+MP_LIPS = ((82, 87), (13, 14), (312, 317))
+MP_EYE_LEFT, MP_EYE_RIGHT = ((385, 380), (386, 374), (362, 263)), ((158, 153), (159, 145), (133, 33))
+MP_MOUTH = (61, 291)
+MP_BROWS = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
+MP_EYES = (33, 133, 159, 145, 263, 362, 386, 374)
+MP_RIGID = (1, 4, 5, 6, 10, 21, 54, 93, 103, 127, 132, 151, 168, 195, 197, 234, 251, 284, 323, 332, 356, 361, 454)
 MEASURES = ("lip_gap", "eye_left", "eye_right", "mouth_width", "brow_height")
 METHODS = ("neutral", "landmark_fit", "mediapipe_blendshapes", "serep")
 
@@ -154,4 +173,133 @@ def evaluate_photos(face_model: ICTModel, methods: list[str], directory: str | P
         out[name] = {"n": len(kept), **compare(captured, truth)}
         if log:
             log(f"{name}: {out[name]}")
+    return out
+
+
+def default_clips() -> Path:
+    return data_dir() / "real" / "videos"
+
+
+def mediapipe_measures(points: np.ndarray) -> dict[str, float]:
+    """The five measures from mediapipe's 478 points in the face's frame (2-D, y up)."""
+    p = np.asarray(points, np.float64)[:, :2]
+    scale = np.linalg.norm(p[263] - p[33])
+
+    def opening(eye):
+        (a, b), (c, d), (inner, outer) = eye
+        return (np.linalg.norm(p[a] - p[b]) + np.linalg.norm(p[c] - p[d])) / 2 / np.linalg.norm(p[inner] - p[outer])
+
+    return {"lip_gap": float(np.mean([np.linalg.norm(p[a] - p[b]) for a, b in MP_LIPS])) / scale,
+            "eye_left": float(opening(MP_EYE_LEFT)), "eye_right": float(opening(MP_EYE_RIGHT)),
+            "mouth_width": float(np.linalg.norm(p[MP_MOUTH[0]] - p[MP_MOUTH[1]])) / scale,
+            "brow_height": float(p[list(MP_BROWS), 1].mean() - p[list(MP_EYES), 1].mean()) / scale}
+
+
+def _align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`points` (478, 3) moved by the similarity that best puts their rigid points on the reference's."""
+    rigid = list(MP_RIGID)
+    a, b = points[rigid], reference[rigid]
+    ca, cb = a.mean(0), b.mean(0)
+    u, s, vt = np.linalg.svd((a - ca).T @ (b - cb))
+    flip = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ flip @ vt
+    scale = (s * np.diag(flip)).sum() / ((a - ca) ** 2).sum()
+    return (points - ca) @ rotation * scale + cb
+
+
+def track_clip(path: Path, frames: int) -> dict:
+    """The first `frames` RGB frames of a clip with the Landmarker's points (face frame), blendshapes, yaw."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from serep_engine.track.video import probe, read_frames
+
+    info = probe(path)
+    options = vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(data_dir() / "mediapipe" / "face_landmarker.task")),
+        running_mode=vision.RunningMode.VIDEO, num_faces=1, output_face_blendshapes=True,
+        output_facial_transformation_matrixes=True)
+    rgbs, points, scores, blinks, yaws = [], [], [], [], []
+    with vision.FaceLandmarker.create_from_options(options) as landmarker:
+        for index, rgb in read_frames(info, 0, frames):
+            result = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                          data=np.ascontiguousarray(rgb)), int(index * 1000 / info.fps))
+            if not result.face_landmarks:
+                continue
+            h, w = rgb.shape[:2]
+            # pixels, y up, depth toward the viewer: a right-handed frame for the rigid alignment
+            points.append(np.array([(q.x * w, -q.y * h, -q.z * w) for q in result.face_landmarks[0]]))
+            scores.append({c.category_name: float(c.score) for c in result.face_blendshapes[0]
+                           if c.category_name != "_neutral"})
+            blinks.append((scores[-1]["eyeBlinkLeft"], scores[-1]["eyeBlinkRight"]))
+            rotation = np.asarray(result.facial_transformation_matrixes[0])[:3, :3]
+            yaws.append(abs(np.degrees(np.arctan2(rotation[0, 2], rotation[2, 2]))))
+            rgbs.append(rgb)
+    if not points:
+        return {"frames": np.zeros((0,)), "measures": [], "scores": [], "blinks": np.zeros((0, 2))}
+    reference = points[int(np.argmin(yaws))]
+    return {"frames": np.stack(rgbs), "measures": [mediapipe_measures(_align(p, reference)) for p in points],
+            "scores": scores, "blinks": np.array(blinks)}
+
+
+def _changes(measures: list[dict]) -> dict[str, np.ndarray]:
+    return {name: (v := np.array([m[name] for m in measures])) - np.median(v) for name in MEASURES}
+
+
+def evaluate_clips(face_model: ICTModel, methods: list[str], directory: str | Path | None = None,
+                   frames: int = MAX_CLIP_FRAMES, log=None) -> dict[str, dict]:
+    """{method: {"n": clips, measure: {"corr", "slope"} (means over clips), "winks": {...}}} on real clips."""
+    from serep_engine.contract import VIDEO_SUFFIXES
+    from serep_engine.eval.baselines import METHODS as SYNTHREX_METHODS
+    from serep_engine.retarget.arkit import ARKitSolver
+
+    directory = Path(directory or default_clips())
+    clips = sorted(p for p in directory.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES) if directory.is_dir() else []
+    solver = ARKitSolver(face_model, face_model.face_neutral)
+    left, right = solver.names.index("eyeBlinkLeft"), solver.names.index("eyeBlinkRight")
+    made = {name: SYNTHREX_METHODS[name](face_model) for name in methods if name in SYNTHREX_METHODS}
+    per_clip = {name: [] for name in methods}
+    winks = {name: {"frames": 0, "same": 0, "ratios": []} for name in methods}
+    for clip in clips:
+        tracked = track_clip(clip, frames)
+        if len(tracked["measures"]) < 10:
+            continue
+        observed = _changes(tracked["measures"])
+        wink = np.abs(tracked["blinks"][:, 0] - tracked["blinks"][:, 1]) > WINK
+        for name in methods:
+            if name == "mediapipe_blendshapes":
+                meshes = blendshape_meshes(face_model, tracked["scores"])
+            else:
+                meshes = made[name](tracked["frames"], face_model.face_neutral)
+            captured = _changes([expression_measures(m[face_model.landmarks68, :2], np.array([0.0, 1.0]))
+                                 for m in meshes])
+            row = {}
+            for measure in MEASURES:
+                a, b = captured[measure], observed[measure]
+                row[measure] = (float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-12 and b.std() > 1e-12 else np.nan,
+                                float(a @ b / (b @ b)) if b @ b > 0 else np.nan)
+            per_clip[name].append(row)
+            if wink.any():
+                weights = solver.solve(meshes[wink] - face_model.face_neutral)
+                theirs = tracked["blinks"][wink, 0] - tracked["blinks"][wink, 1]
+                ours_open = captured["eye_right"][wink] - captured["eye_left"][wink]  # left closing: > 0
+                winks[name]["frames"] += int(wink.sum())
+                winks[name]["same"] += int((np.sign(ours_open) == np.sign(theirs)).sum())
+                winks[name]["ratios"] += list(np.abs(weights[:, left] - weights[:, right]) / np.abs(theirs))
+        if log:
+            log(f"{clip.name}: {len(tracked['measures'])} frames with a face, {int(wink.sum())} wink frames")
+    out = {}
+    for name in methods:
+        rows = per_clip[name]
+        result = {"n": len(rows)}
+        for measure in MEASURES:
+            corr = [r[measure][0] for r in rows if np.isfinite(r[measure][0])]
+            slope = [r[measure][1] for r in rows if np.isfinite(r[measure][1])]
+            result[measure] = {"corr": round(float(np.mean(corr)), 4) if corr else None,
+                               "slope": round(float(np.mean(slope)), 4) if slope else None}
+        w = winks[name]
+        result["winks"] = {"frames": w["frames"],
+                           "same_side": round(w["same"] / w["frames"], 4) if w["frames"] else None,
+                           "magnitude": round(float(np.mean(w["ratios"])), 4) if w["ratios"] else None}
+        out[name] = result
     return out
