@@ -150,19 +150,12 @@ class Engine:
         """The face template fitted to the artist's mesh (retarget/fit.py), its lids closing on a full blink;
         raises when no face is found."""
         from serep_engine.retarget import fit_target
+        from serep_engine.retarget.fit import decoded_blinks
 
         registration = fit_target(self.face_model, target.vertices, target.triangles, target.landmarks)
-        return registration.with_closing_lids(self.face_model, self.decoded_blinks(registration.neutral))
-
-    def decoded_blinks(self, neutral: np.ndarray) -> dict[str, np.ndarray]:
-        """{eyeBlink_L / _R: (9409, 3)}: ICT's blinks encoded on the template and decoded onto `neutral`."""
-        names = list(self.face_model.expression_names)
-        shapes = self.face_model.face_expression_basis[[names.index("eyeBlink_L"), names.index("eyeBlink_R")]]
-        with torch.no_grad():
-            codes = self.expression_model.encode_displacements(
-                torch.from_numpy(shapes).float(), torch.from_numpy(self.identity_basis(self.face_model.face_neutral)))
-            decoded = self.expression_model.decode_with_basis(codes, torch.from_numpy(self.identity_basis(neutral)))
-        return dict(zip(("eyeBlink_L", "eyeBlink_R"), decoded.numpy(), strict=True))
+        bases = (self.identity_basis(self.face_model.face_neutral), self.identity_basis(registration.neutral))
+        blinks = decoded_blinks(self.face_model, self.expression_model, registration.neutral, bases)
+        return registration.with_closing_lids(self.face_model, blinks)
 
     def capture(self, video: str | os.PathLike | VideoInfo, start: int = 0, end: int | None = None,
                 target: Registration | TargetMesh | None = None, options: CaptureOptions | None = None,

@@ -194,7 +194,8 @@ def test_a_full_blink_closes_eyes_that_open_wider_than_the_templates(face_model)
     """The ARKit-reference-like test head (thin lips on a closed mouth, eyes 1.4x taller): a full blink closes
     the lids about as far as ICT's own blink closes the template's (0.12-0.15 of the opening left), where the
     carried shapes alone leave over 0.3 open; the upper lip stays put when the jaw opens."""
-    from serep_engine.eval.retarget import HEADS, _make_head, decoded_blinks, head_shapes, user_checks
+    from serep_engine.eval.retarget import HEADS, _make_head, head_shapes, user_checks
+    from serep_engine.retarget.fit import decoded_blinks
     from serep_engine.expression.model import ExpressionModel
 
     head = _make_head(face_model, HEADS[-1], seed=0)

@@ -12,7 +12,8 @@ that the worker can tell the add-on which of them are ARKit shapes. Unknown fiel
 cannot silently fall back to a default.
 
 The capture options are declared once, in `CAPTURE_OPTIONS` (name, default, range or choices, help): the job's
-`options`, the `serep capture` / `serep batch` flags and the add-on's panel properties are all made from them.
+`options` and the `serep capture` / `serep batch` flags are made from them, and the add-on's Smoothing and Face
+Lost controls (applied at bake time there: its jobs ask for raw codes, `rebake` on).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class Option:
-    """One capture setting. `choices` are (value, description) pairs; `low`/`high` bound a number; `panel`:
-    whether the add-on's sidebar shows it (ARKit weights follow the panel's output mode instead)."""
+    """One capture setting. `choices` are (value, description) pairs; `low`/`high` bound a number."""
 
     name: str
     default: float | int | bool | str | None
@@ -39,7 +39,6 @@ class Option:
     low: float | None = None
     high: float | None = None
     choices: tuple[tuple[str, str], ...] = ()
-    panel: bool = True
 
     def check(self, value):
         """`value` as the option's type, or JobFileError saying what is allowed."""
@@ -69,12 +68,12 @@ CAPTURE_OPTIONS = (
            kind=str, choices=(("hold", "Keep the last expression until the face is found again"),
                               ("interpolate", "Blend from the expression before the gap to the one after it"))),
     Option("tolerance_cm", 0.005, "Tolerance", "Largest per-vertex error of the shape-key basis, in the template's cm",
-           low=0.0, high=10.0, panel=False),
+           low=0.0, high=10.0),
     Option("max_keys", None, "Max Keys", "Most shape keys in the basis (default: as many as the tolerance needs)",
-           kind=int, low=1, panel=False),
-    Option("arkit", False, "ARKit", "Also solve the 52 ARKit weights", kind=bool, panel=False),
+           kind=int, low=1),
+    Option("arkit", False, "ARKit", "Also solve the 52 ARKit weights", kind=bool),
     Option("rebake", False, "Re-bake", "Keep in the result what a re-bake without the engine needs (serep_engine/tune):"
-           " the target's code basis, 64 x vertices x 3 floats (15 MB on a 20k-vertex mesh)", kind=bool, panel=False),
+           " the target's code basis, 64 x vertices x 3 floats (15 MB on a 20k-vertex mesh)", kind=bool),
 )
 OPTIONS = {option.name: option for option in CAPTURE_OPTIONS}
 

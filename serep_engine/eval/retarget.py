@@ -35,6 +35,7 @@ from serep_engine.facemodel.ict import EVAL_SEEDS, FACE_VERTEX_COUNT, MM_PER_CM,
 from serep_engine.facemodel.identities import eval_identity, identity_shapes
 from serep_engine.facemodel.regions import REGION_NAMES, alignment_masks, region_masks
 from serep_engine.paths import cache_dir
+from serep_engine.retarget.fit import decoded_blinks
 
 SET_VERSION = "retarget-eval-v3"
 HEAD_VERTICES, HEAD_POLYGONS = 11248, 11144  # ICT parts `face` + `head_and_neck`
@@ -335,18 +336,6 @@ def evaluate_retarget(face_model: ICTModel, expression_model, n_expressions: int
               "upper_lip_jaw_error_mm_reference": round(per_check["upper_lip_mm"][-1], 3)}
     return {"regions_mm": regions, "checks": checks, "auto_landmark_success": round(float(np.mean(auto_ok)), 4),
             "n_meshes": len(heads), "seconds_per_mesh": round(float(np.mean(seconds)), 2)}
-
-
-@torch.no_grad()
-def decoded_blinks(face_model: ICTModel, expression_model, neutral: np.ndarray) -> dict[str, np.ndarray]:
-    """ICT's eyeBlink_L / _R encoded on the template and decoded onto `neutral` (as `Engine.decoded_blinks`)."""
-    names = list(face_model.expression_names)
-    out = {}
-    for blink in ("eyeBlink_L", "eyeBlink_R"):
-        shape = torch.from_numpy(face_model.face_expression_basis[names.index(blink)][None]).float()
-        code = expression_model.encode_displacements(shape, expression_model.identity_basis(face_model.face_neutral))
-        out[blink] = expression_model.decode_with_basis(code, expression_model.identity_basis(neutral)).numpy()[0]
-    return out
 
 
 @torch.no_grad()

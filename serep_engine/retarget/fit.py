@@ -457,6 +457,23 @@ def lid_closure(face_model: ICTModel, neutral: np.ndarray, shape: np.ndarray, bl
     return float(closed.mean() / np.linalg.norm(opening, axis=1).mean())
 
 
+def decoded_blinks(face_model: ICTModel, expression_model, neutral: np.ndarray,
+                   bases: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """{eyeBlink_L / _R: (9409, 3)}: ICT's blinks encoded on the template and decoded onto `neutral` by the
+    expression model, as a capture carries them. `bases`: the template's and the neutral's (D, 9409, 3) identity
+    bases when the caller has them cached."""
+    import torch
+
+    names = list(face_model.expression_names)
+    shapes = torch.from_numpy(face_model.face_expression_basis[[names.index(b) for b in EYES]]).float()
+    with torch.no_grad():
+        template, target = (torch.as_tensor(b) for b in bases) if bases is not None else (
+            expression_model.identity_basis(face_model.face_neutral), expression_model.identity_basis(neutral))
+        codes = expression_model.encode_displacements(shapes, template)
+        decoded = expression_model.decode_with_basis(codes, target).numpy()
+    return dict(zip(EYES, decoded, strict=True))
+
+
 def lid_gain(face_model: ICTModel, neutral: np.ndarray, blinks: dict[str, np.ndarray]) -> np.ndarray:
     """(9409,) per template vertex: how much more the lids of `neutral` should move than `blinks` ({eyeBlink_L /
     _R: (9409, 3) displacement on `neutral`}) move them, for the blinks to close as ICT's close the template;
