@@ -7,6 +7,7 @@ import bpy
 
 from . import capture_queue, tuning
 from .properties import cached_clip_info, is_take
+from .runner import tune
 
 
 class _SidebarMixin:
@@ -130,7 +131,7 @@ class SEREP_PT_tune(_SidebarMixin, bpy.types.Panel):
         layout.prop(settings, "gaps")
         layout.prop(settings, "strength", slider=True)
         column = layout.column(align=True)
-        for region in ("brows", "eyes", "cheeks", "mouth", "jaw"):
+        for region in tune.REGIONS:
             column.prop(settings, f"strength_{region}", slider=True)
         layout.prop(settings, "calibrate")
         row = layout.row(align=True)

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from serep_engine.capture.real import read_landmark_photos
+from serep_engine.expression.model import ExpressionModel
 from serep_engine.facemodel.ict import ICTModel
 from serep_engine.paths import data_dir
 
@@ -116,15 +117,14 @@ class Landmarker:
         self._landmarker.close()
 
 
-def blendshape_meshes(face_model: ICTModel, scores: list[dict[str, float]]) -> np.ndarray:
-    """(N, 9409, 3) template meshes of mediapipe's scores: ICT's ARKit shapes blended, encoded, decoded."""
+def blendshape_meshes(face_model: ICTModel, model, scores: list[dict[str, float]]) -> np.ndarray:
+    """(N, 9409, 3) template meshes of mediapipe's scores: ICT's ARKit shapes blended, encoded and decoded by the
+    expression model `model`."""
     import torch
 
     from serep_engine.contract.arkit import ARKIT_NAMES
-    from serep_engine.expression.model import ExpressionModel
     from serep_engine.retarget.arkit import arkit_shapes
 
-    model = ExpressionModel.from_pretrained("cpu", face_model)
     shapes = arkit_shapes(face_model, face_model.face_expression_basis)  # (52, V, 3)
     weights = np.array([[s.get(name, 0.0) for name in ARKIT_NAMES] for s in scores], np.float32)
     with torch.no_grad():
@@ -165,7 +165,7 @@ def evaluate_photos(face_model: ICTModel, methods: list[str], directory: str | P
     out = {}
     for name in methods:
         if name == "mediapipe_blendshapes":
-            meshes = blendshape_meshes(face_model, scores)
+            meshes = blendshape_meshes(face_model, ExpressionModel.from_pretrained("cpu", face_model), scores)
         else:
             method = SYNTHREX_METHODS[name](face_model)
             meshes = np.concatenate([method(rgb[None], face_model.face_neutral) for rgb, _ in kept])
@@ -258,6 +258,7 @@ def evaluate_clips(face_model: ICTModel, methods: list[str], directory: str | Pa
     solver = ARKitSolver(face_model, face_model.face_neutral)
     left, right = solver.names.index("eyeBlinkLeft"), solver.names.index("eyeBlinkRight")
     made = {name: SYNTHREX_METHODS[name](face_model) for name in methods if name in SYNTHREX_METHODS}
+    expression_model = ExpressionModel.from_pretrained("cpu", face_model)  # once, not per clip
     per_clip = {name: [] for name in methods}
     winks = {name: {"frames": 0, "same": 0, "ratios": []} for name in methods}
     for clip in clips:
@@ -268,7 +269,7 @@ def evaluate_clips(face_model: ICTModel, methods: list[str], directory: str | Pa
         wink = np.abs(tracked["blinks"][:, 0] - tracked["blinks"][:, 1]) > WINK
         for name in methods:
             if name == "mediapipe_blendshapes":
-                meshes = blendshape_meshes(face_model, tracked["scores"])
+                meshes = blendshape_meshes(face_model, expression_model, tracked["scores"])
             else:
                 meshes = made[name](tracked["frames"], face_model.face_neutral)
             captured = _changes([expression_measures(m[face_model.landmarks68, :2], np.array([0.0, 1.0]))
