@@ -138,7 +138,8 @@ class CaptureQueue:
     # -- the work --------------------------------------------------------------------------------------------
     def _kept_name(self) -> str:
         clip, start, end = self.clips[self.index]
-        return kept.key(clip, start, end, self.work / "target.npz", self.wants_arkit)
+        return kept.key(clip, start, end, self.work / "target.npz", self.wants_arkit,
+                        self.options.capture.follow_landmarks)
 
     def _start(self) -> None:
         clip, start, end = self.clips[self.index]

@@ -42,11 +42,11 @@ def _engine_stamp() -> list:
         if weights.is_dir() else []
 
 
-def key(clip: Path, start: int, end: int | None, target_npz: Path, arkit: bool) -> str:
-    """The digest that names a clip's kept result on one target."""
+def key(clip: Path, start: int, end: int | None, target_npz: Path, arkit: bool, follow_landmarks: bool = True) -> str:
+    """The digest that names a clip's kept result on one target (and the capture options that change it)."""
     stat = clip.stat()
     digest = hashlib.sha256(json.dumps([str(clip.resolve()), stat.st_size, stat.st_mtime_ns, start, end, arkit,
-                                        _engine_stamp()]).encode())
+                                        follow_landmarks, _engine_stamp()]).encode())
     with np.load(target_npz) as target:
         for name in ("vertices", "faces"):
             digest.update(np.ascontiguousarray(target[name]).tobytes())

@@ -43,7 +43,7 @@ def option_property(name: str, update=None):
 def capture_options(settings) -> contract.JobOptions:
     """The job's capture options: the raw codes and what a re-bake needs, since smoothing and gap filling
     (the panel's) are applied at bake time from the kept result (`tuning`)."""
-    return contract.JobOptions(smoothing=0.0, gaps="hold", rebake=True)
+    return contract.JobOptions(smoothing=0.0, gaps="hold", rebake=True, follow_landmarks=settings.follow_landmarks)
 
 
 def tuning(settings) -> tune.Tuning:
@@ -143,6 +143,7 @@ class SerepSettings(bpy.types.PropertyGroup):
     target: PointerProperty(name="Target", type=bpy.types.Object, poll=_is_mesh,
                             description="The mesh to animate (empty: the active object)")
     mode: EnumProperty(name="Output", items=MODE_ITEMS, default="BASIS")
+    follow_landmarks: option_property("follow_landmarks")
     smoothing: option_property("smoothing", _tuning_changed)
     gaps: option_property("gaps", _tuning_changed)
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, soft_max=2.0, max=5.0, update=_tuning_changed,

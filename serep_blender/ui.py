@@ -45,6 +45,8 @@ class SEREP_PT_main(_SidebarMixin, bpy.types.Panel):
         layout.prop(settings, "mode")
         if settings.clip and is_take(settings.clip):
             layout.prop(settings, "timecode_start")
+        else:
+            layout.prop(settings, "follow_landmarks")
 
 
 class SEREP_PT_head(_SidebarMixin, bpy.types.Panel):

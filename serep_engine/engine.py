@@ -7,7 +7,8 @@
     engine.import_take(read_take("take.csv"), target=character)  # a Live Link Face take (contract.read_take)
 
 Per frame: the tracking front end (mediapipe landmarks, smoothed similarity crop), the capture model
-(crop + landmarks -> SEREP code), head pose from the landmarks. Over the clip: gaps without a face are
+(crop + landmarks -> SEREP code), head pose from the landmarks. Over the clip: the codes are refined against the
+landmarks (capture/refine.py; the `follow_landmarks` option), gaps without a face are
 held or interpolated, codes are smoothed (raw codes are kept), decoded onto the target's identity
 (the template's neutral without a target), carried to the target's own vertices, and compressed into a
 shape-key basis with per-frame weights.
@@ -91,6 +92,7 @@ class Engine:
         self.device = device
         self._live = None
         self._region_maps: np.ndarray | None = None
+        self._refiner = None
         self._model_digest: str | None = None  # of the expression model's weights, for the identity-basis cache
 
     @classmethod
@@ -130,7 +132,8 @@ class Engine:
     # -- per frame (live use) --------------------------------------------------------------------------
     def capture_frame(self, rgb: np.ndarray, fps: float = 30.0) -> FrameCapture:
         """One RGB uint8 frame of a live stream at `fps` (frames in order; tracking and the crop's smoothing
-        carry over): the raw code, as `track` gives it for the same frame of a clip."""
+        carry over): the raw code refined against the frame's own landmarks (a clip's `track` fits one identity to all
+        its frames, so its codes differ a little)."""
         from serep_engine.track.frontend import LiveFrontEnd
         from serep_engine.track.pose import HeadPoseEstimator
 
@@ -142,8 +145,18 @@ class Engine:
             pose.reset()
             return FrameCapture(False, np.zeros(self.capture_model.code_dim, np.float32), frame.landmarks,
                                 np.full(6, np.nan, np.float32))
-        code = self.capture_model.predict([frame.crop], [frame.crop_landmarks])[0][0]
+        code = self.capture_model.predict([frame.crop], [frame.crop_landmarks])[0]
+        code = self.refiner().refine(frame.landmarks[None], code, shared_identity=False)[0]
         return FrameCapture(True, code, frame.landmarks, pose(frame.landmarks, rgb.shape[:2]))
+
+    def refiner(self):
+        """The landmark refinement on the template's code basis (capture/refine.py), made once."""
+        from serep_engine.capture.refine import LandmarkRefiner
+
+        if self._refiner is None:
+            with torch.no_grad():
+                self._refiner = LandmarkRefiner(self.face_model, self.identity_basis(self.face_model.face_neutral))
+        return self._refiner
 
     # -- whole clips ----------------------------------------------------------------------------------
     def fit(self, target: TargetMesh) -> Registration:
@@ -185,7 +198,7 @@ class Engine:
         last = info.frame_count if end is None else min(end, info.frame_count)
         total = max(last - start, 0)
         pose = HeadPoseEstimator(self.face_model)
-        frames, found, codes, landmarks68, poses = [], [], [], [], []
+        frames, found, codes, landmarks68, landmarks478, poses = [], [], [], [], [], []
         pending: list = []  # (position, frame) waiting for a batch
         in_flight: deque = deque()  # batches handed to the model thread
         started = time.perf_counter()
@@ -220,6 +233,7 @@ class Engine:
                     found.append(frame.found)
                     codes.append(None)
                     landmarks68.append(np.full((68, 2), np.nan, np.float32))
+                    landmarks478.append(frame.landmarks.astype(np.float32))
                     if frame.found:
                         poses.append(pose(frame.landmarks, (info.height, info.width)))
                         pending.append((position, frame))
@@ -243,6 +257,8 @@ class Engine:
             raise NoFaceError(f"no face was found in any of the {len(frames)} frames of {info.path}")
         dim = self.capture_model.code_dim
         raw = np.array([c if c is not None else np.full(dim, np.nan) for c in codes], np.float32)
+        if options.follow_landmarks:
+            raw = self.refiner().refine(np.stack(landmarks478), raw, found)
         return {"frames": np.array(frames), "fps": info.fps, "face_found": found, "codes_raw": raw,
                 "landmarks2d": np.stack(landmarks68).astype(np.float32), "head_pose": np.stack(poses)}
 

@@ -74,7 +74,8 @@ def test_ahead_stops_and_closes_its_source_when_the_consumer_stops():
 # -- the overlapped track is the sequential one -------------------------------------------------------------
 def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model):
     """Decode, tracking and the model run in three threads; the result must equal running the same front
-    end, pose and model on each frame in order (here with small batches, so that several are in flight)."""
+    end, pose, model and landmark refinement on each frame in order (here with small batches, so that several are
+    in flight)."""
     needs_clips()
     from serep_engine.expression.model import ExpressionModel
 
@@ -84,7 +85,7 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model):
 
     info = probe(CLIP)
     live, pose = LiveFrontEnd(info.fps, model.crop_size), HeadPoseEstimator(face_model)
-    codes, landmarks, poses = [], [], []
+    codes, landmarks, poses, points478 = [], [], [], []
     for index, rgb in read_frames(CLIP, 0, 30):
         frame = live(rgb, index)
         assert frame.found
@@ -93,14 +94,18 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model):
         codes.append(code[0])
         landmarks.append(points[0] @ inverse[:, :2].T + inverse[:, 2])
         poses.append(pose(frame.landmarks, (info.height, info.width)))
+        points478.append(frame.landmarks)
     live.close()
     assert list(tracked["frames"]) == list(range(30)) and tracked["face_found"].all()
-    np.testing.assert_allclose(tracked["codes_raw"], np.array(codes), atol=1e-4)
+    refined = engine.refiner().refine(np.array(points478), np.array(codes))
+    np.testing.assert_allclose(tracked["codes_raw"], refined, atol=1e-4)
+    assert np.abs(refined - np.array(codes)).max() > 0.01  # the refinement moved the network's codes
     np.testing.assert_allclose(tracked["landmarks2d"], np.array(landmarks), atol=1e-2)
     np.testing.assert_allclose(tracked["head_pose"], np.array(poses), atol=1e-5)
     live_frames = [engine.capture_frame(rgb, info.fps) for _, rgb in read_frames(CLIP, 0, 30)]  # live use
     assert all(frame.found for frame in live_frames)
-    np.testing.assert_allclose(np.array([f.code for f in live_frames]), tracked["codes_raw"], atol=1e-4)
+    alone = engine.refiner().refine(np.array(points478), np.array(codes), shared_identity=False)  # no clip to share
+    np.testing.assert_allclose(np.array([f.code for f in live_frames]), alone, atol=1e-4)
     np.testing.assert_allclose(np.array([f.head_pose for f in live_frames]), tracked["head_pose"], atol=1e-5)
 
 

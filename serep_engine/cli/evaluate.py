@@ -34,7 +34,7 @@ def eval_capture(args) -> dict:
         if name not in METHODS:
             raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
         started = time.perf_counter()
-        if name == "serep":
+        if name in ("serep", "serep_network"):
             from serep_engine.capture.model import CaptureModel
 
             capture_model = CaptureModel.load(args.weights) if args.weights else None
@@ -78,17 +78,18 @@ def eval_retarget(args) -> dict:
 
 def eval_real(args) -> dict:
     from serep_engine.eval.real import evaluate_clips, evaluate_photos
+    from serep_engine.eval.takes import evaluate_takes
     from serep_engine.facemodel.ict import ICTModel
 
     face_model = ICTModel.load(args.ict)
     photos = evaluate_photos(face_model, args.method, args.photos, log=log)
     clips = evaluate_clips(face_model, args.method, args.clips, args.clip_frames, log=log)
+    takes = evaluate_takes(face_model, args.method, args.takes, log=log)
     methods = {}
     for name in args.method:
-        # the takes part is not built yet: said, not reported as empty
-        methods[name] = {"photos": photos[name], "clips": clips[name], "takes": None}
+        methods[name] = {"photos": photos[name], "clips": clips[name], "takes": takes[name]}
         report({"method": name, **methods[name]})
-    return {"methods": methods, "not_built": ["takes"]}
+    return {"methods": methods}
 
 
 def register(commands) -> None:
@@ -105,7 +106,8 @@ def register(commands) -> None:
 
     capture = evaluate.add_parser("capture", help="capture methods on SynthREX (MultiREX protocol)")
     capture.add_argument("--method", action="append", required=True,
-                         help="neutral | landmark_fit | serep (repeat to compare; the JSON line is the last one's)")
+                         help="neutral | landmark_fit | serep | serep_network (repeat to compare; the JSON line is the "
+                              "last one's)")
     add_json_flag(capture)
     capture.add_argument("--figure", type=Path, default=None, help="bars per region and view, and a strip of frames")
     capture.add_argument("--subjects", type=int, default=8, help="subjects to evaluate (quick checks: fewer)")
@@ -129,13 +131,15 @@ def register(commands) -> None:
     retarget.add_argument("--ict", type=Path, default=None)
     retarget.set_defaults(func=eval_retarget)
 
-    real = evaluate.add_parser("real", help="capture methods on real faces: annotated photos, clips (takes: to come)")
+    real = evaluate.add_parser("real", help="capture methods on real faces: annotated photos, clips, ARKit takes")
     real.add_argument("--method", action="append", required=True,
-                      help="neutral | landmark_fit | mediapipe_blendshapes | serep (repeat to compare)")
+                      help="neutral | landmark_fit | mediapipe_blendshapes | serep | serep_network (repeat to compare)")
     real.add_argument("--photos", type=Path, default=None,
                       help="folder of photos + landmarks68.json (default: ../shared/data/real/faces68/afw)")
     real.add_argument("--clips", type=Path, default=None, help="folder of clips (default: ../shared/data/real/videos)")
     real.add_argument("--clip-frames", type=int, default=150, help="frames from the start of each clip")
+    real.add_argument("--takes", type=Path, default=None,
+                      help="folder of Live Link Face takes (default: ../shared/data/real/arkit_takes)")
     add_json_flag(real)
     real.add_argument("--ict", type=Path, default=None)
     real.set_defaults(func=eval_real)

@@ -71,6 +71,9 @@ CAPTURE_OPTIONS = (
            low=0.0, high=10.0),
     Option("max_keys", None, "Max Keys", "Most shape keys in the basis (default: as many as the tolerance needs)",
            kind=int, low=1),
+    Option("follow_landmarks", True, "Follow Landmarks", "Fit each frame's expression to the tracked face points,"
+           " with the network's reading as the prior: winks, closed eyes and open mouths at their full strength",
+           kind=bool),
     Option("arkit", False, "ARKit", "Also solve the 52 ARKit weights", kind=bool),
     Option("rebake", False, "Re-bake", "Keep in the result what a re-bake without the engine needs (serep_engine/tune):"
            " the target's code basis, 64 x vertices x 3 floats (15 MB on a 20k-vertex mesh)", kind=bool),

@@ -1,7 +1,9 @@
 """Baseline capture methods for SynthREX, runnable by name.
 
 - `neutral`: the zero expression (every frame is the subject's neutral).
-- `serep`: the capture model (see `serep_method`).
+- `serep`: the capture as the product runs it (see `serep_method`): the network's codes refined against mediapipe's
+  landmarks (capture/refine.py).
+- `serep_network`: the capture network alone (the `follow_landmarks` option off).
 - `landmark_fit`: the classic 3DMM approach. Per frame, mediapipe's landmarks (the tracking front end)
   are fitted by regularised, bounded least squares with ICT's linear expression shapes on the subject's
   neutral, under a scaled-orthographic camera; pose and expression are solved in turn.
@@ -70,13 +72,15 @@ def landmark_fit_method(face_model: ICTModel, regularisation: float = 0.2, itera
     return run
 
 
-def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.0, mirror_average: bool = True):
-    """The SEREP capture model as the product runs it: front end, codes (each crop averaged with its mirror
-    image unless `mirror_average` is off), gap filling and smoothing, then D_mesh decodes the codes onto the
-    subject's neutral."""
+def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.0, mirror_average: bool = True,
+                 follow_landmarks: bool = True):
+    """The SEREP capture as the product runs it: front end, codes (each crop averaged with its mirror image unless
+    `mirror_average` is off), refined against the landmarks on the subject's neutral (`follow_landmarks`), gap
+    filling and smoothing, then D_mesh decodes the codes onto the subject's neutral."""
     import torch
 
     from serep_engine.capture.model import CaptureModel
+    from serep_engine.capture.refine import LandmarkRefiner
     from serep_engine.track.filters import fill_gaps, smooth_codes
     from serep_engine.expression.model import ExpressionModel
     from serep_engine.track.frontend import LiveFrontEnd
@@ -96,12 +100,20 @@ def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.
             predicted, _ = capture_model.predict([t.crop for t in batch], [t.crop_landmarks for t in batch],
                                                  mirror_average=mirror_average)
             codes[[t.index for t in batch]] = predicted
-        codes = smooth_codes(fill_gaps(codes, found), 30.0, smoothing, found)
         with torch.no_grad():
             basis = expression_model.identity_basis(neutral).numpy()
+        if follow_landmarks:
+            codes = LandmarkRefiner(face_model, basis, neutral).refine(np.stack([t.landmarks for t in tracked]), codes,
+                                                                      found)
+        codes = smooth_codes(fill_gaps(codes, found), 30.0, smoothing, found)
         return neutral[None] + np.tensordot(codes, basis, axes=1)
 
     return run
 
 
-METHODS = {"neutral": neutral_method, "landmark_fit": landmark_fit_method, "serep": serep_method}
+def serep_network_method(face_model: ICTModel, capture_model=None, mirror_average: bool = True):
+    return serep_method(face_model, capture_model, mirror_average=mirror_average, follow_landmarks=False)
+
+
+METHODS = {"neutral": neutral_method, "landmark_fit": landmark_fit_method, "serep": serep_method,
+           "serep_network": serep_network_method}

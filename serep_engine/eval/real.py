@@ -49,7 +49,7 @@ MP_BROWS = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
 MP_EYES = (33, 133, 159, 145, 263, 362, 386, 374)
 MP_RIGID = (1, 4, 5, 6, 10, 21, 54, 93, 103, 127, 132, 151, 168, 195, 197, 234, 251, 284, 323, 332, 356, 361, 454)
 MEASURES = ("lip_gap", "eye_left", "eye_right", "mouth_width", "brow_height")
-METHODS = ("neutral", "landmark_fit", "mediapipe_blendshapes", "serep")
+METHODS = ("neutral", "landmark_fit", "mediapipe_blendshapes", "serep", "serep_network")
 
 
 def default_photos() -> Path:
@@ -117,9 +117,10 @@ class Landmarker:
         self._landmarker.close()
 
 
-def blendshape_meshes(face_model: ICTModel, model, scores: list[dict[str, float]]) -> np.ndarray:
-    """(N, 9409, 3) template meshes of mediapipe's scores: ICT's ARKit shapes blended, encoded and decoded by the
-    expression model `model`."""
+def blendshape_meshes(face_model: ICTModel, model, scores: list[dict[str, float]],
+                      neutral: np.ndarray | None = None) -> np.ndarray:
+    """(N, 9409, 3) meshes of mediapipe's scores: ICT's ARKit shapes blended on the template, encoded by the
+    expression model `model` and decoded onto `neutral` (default: the template)."""
     import torch
 
     from serep_engine.contract.arkit import ARKIT_NAMES
@@ -130,7 +131,9 @@ def blendshape_meshes(face_model: ICTModel, model, scores: list[dict[str, float]
     with torch.no_grad():
         basis = model.identity_basis(face_model.face_neutral)
         codes = model.encode_displacements(torch.from_numpy(np.tensordot(weights, shapes, axes=1)), basis)
-        return face_model.face_neutral[None] + model.decode_with_basis(codes, basis).numpy()
+        if neutral is None:
+            return face_model.face_neutral[None] + model.decode_with_basis(codes, basis).numpy()
+        return neutral[None] + model.decode_with_basis(codes, model.identity_basis(neutral)).numpy()
 
 
 def evaluate_photos(face_model: ICTModel, methods: list[str], directory: str | Path | None = None,
@@ -207,20 +210,27 @@ def _align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (points - ca) @ rotation * scale + cb
 
 
-def track_clip(path: Path, frames: int) -> dict:
-    """The first `frames` RGB frames of a clip with the Landmarker's points (face frame), blendshapes, yaw."""
-    import mediapipe as mp
+def video_landmarker():
+    """mediapipe's Face Landmarker (Tasks API, the bundle in the data folder) in VIDEO mode, with blendshapes and
+    the facial transformation matrix."""
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from serep_engine.track.video import probe, read_frames
-
-    info = probe(path)
     options = vision.FaceLandmarkerOptions(
         base_options=BaseOptions(model_asset_path=str(data_dir() / "mediapipe" / "face_landmarker.task")),
         running_mode=vision.RunningMode.VIDEO, num_faces=1, output_face_blendshapes=True,
         output_facial_transformation_matrixes=True)
+    return vision.FaceLandmarker.create_from_options(options)
+
+
+def track_clip(path: Path, frames: int) -> dict:
+    """The first `frames` RGB frames of a clip with the Landmarker's points (face frame), blendshapes, yaw."""
+    import mediapipe as mp
+
+    from serep_engine.track.video import probe, read_frames
+
+    info = probe(path)
     rgbs, points, scores, blinks, yaws = [], [], [], [], []
-    with vision.FaceLandmarker.create_from_options(options) as landmarker:
+    with video_landmarker() as landmarker:
         for index, rgb in read_frames(info, 0, frames):
             result = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
                                                           data=np.ascontiguousarray(rgb)), int(index * 1000 / info.fps))

@@ -82,41 +82,51 @@ def subject_truth(face_model: ICTModel, index: int) -> dict:
 
 def generate(face_model: ICTModel, subjects: int = N_SUBJECTS, log=print) -> Path:
     """Render the set, or its first `subjects` subjects (idempotent: finished files are kept)."""
-    from serep_engine.render.head import Camera, HeadRenderer
-    from serep_engine.synth import augment
-    from serep_engine.synth.dataset import SynthGenerator
-
     out = synthrex_dir()
     out.mkdir(parents=True, exist_ok=True)
-    renderer = HeadRenderer(face_model, RENDER_SIZE)
     for index in range(subjects):
-        rng = np.random.default_rng(EVAL_SEEDS[SUBJECT_SEED_OFFSET + index])
-        identity = face_model.identity_weights(EVAL_SEEDS[SUBJECT_SEED_OFFSET + index])
+        seed = EVAL_SEEDS[SUBJECT_SEED_OFFSET + index]
+        rng = np.random.default_rng(seed)
+        identity = face_model.identity_weights(seed)
         weights = expression_sequence(rng)
         subject_path = out / f"subject_{index:02d}.npz"
         if not subject_path.exists():
             np.savez(subject_path, identity=identity, weights=weights)
-        shapes = identity_shapes(face_model, identity)
-        head = face_model.identity_neutral(identity, face_only=False)
-        appearance = SynthGenerator.random_appearance(rng)
-        background = augment.procedural_background(rng, RENDER_SIZE)
-        meshes = head + np.tensordot(weights, face_model.expression_basis, axes=1)
-        meshes[:, :FACE_VERTEX_COUNT] = head[:FACE_VERTEX_COUNT] + np.einsum("fk,kvi->fvi", weights, shapes)
-        for yaw in sorted(y for group in VIEW_GROUPS.values() for y in group):
-            path = out / f"subject_{index:02d}_view_{yaw:+03d}.npz"
-            if path.exists():
-                continue
-            view_rng = np.random.default_rng([EVAL_SEEDS[SUBJECT_SEED_OFFSET + index], yaw + 180])
-            frames = []
-            for f, mesh in enumerate(meshes):
-                wobble = np.sin(2 * np.pi * f / N_FRAMES * np.array([1.0, 2.0]))  # a little head motion
-                camera = Camera(RENDER_SIZE, focal=2.5 * RENDER_SIZE, distance=2.5 * 16.0 / 0.45,
-                                yaw=yaw + 3 * wobble[0], pitch=3 * wobble[1], roll=2 * wobble[0])
-                image, mask = renderer.render(mesh, camera, appearance)
-                frames.append(augment.degrade(np.where(mask[..., None], image, background), view_rng))
-            save_frames(path, frames)
-            log(json.dumps({"type": "progress", "stage": "synthrex", "subject": index, "yaw": yaw}))
+        render_views(face_model, identity, weights, rng, seed,
+                     lambda yaw, i=index: out / f"subject_{i:02d}_view_{yaw:+03d}.npz",
+                     lambda yaw, i=index: log(json.dumps({"type": "progress", "stage": "synthrex", "subject": i,
+                                                          "yaw": yaw})))
     return out
+
+
+def render_views(face_model: ICTModel, identity: np.ndarray, weights: np.ndarray, rng: np.random.Generator, seed: int,
+                 path_of: Callable[[int], Path], done: Callable[[int], None] = lambda yaw: None) -> None:
+    """One subject's (F, 53) expression sequence rendered from the five views, each to `path_of(yaw)` (kept if there):
+    random appearance and background from `rng`, a little head motion, the degradations of training renders."""
+    from serep_engine.render.head import Camera, HeadRenderer
+    from serep_engine.synth import augment
+    from serep_engine.synth.dataset import SynthGenerator
+
+    renderer = HeadRenderer(face_model, RENDER_SIZE)
+    shapes = identity_shapes(face_model, identity)
+    head = face_model.identity_neutral(identity, face_only=False)
+    appearance = SynthGenerator.random_appearance(rng)
+    background = augment.procedural_background(rng, RENDER_SIZE)
+    meshes = head + np.tensordot(weights, face_model.expression_basis, axes=1)
+    meshes[:, :FACE_VERTEX_COUNT] = head[:FACE_VERTEX_COUNT] + np.einsum("fk,kvi->fvi", weights, shapes)
+    for yaw in sorted(y for group in VIEW_GROUPS.values() for y in group):
+        if path_of(yaw).exists():
+            continue
+        view_rng = np.random.default_rng([seed, yaw + 180])
+        frames = []
+        for f, mesh in enumerate(meshes):
+            wobble = np.sin(2 * np.pi * f / N_FRAMES * np.array([1.0, 2.0]))  # a little head motion
+            camera = Camera(RENDER_SIZE, focal=2.5 * RENDER_SIZE, distance=2.5 * 16.0 / 0.45,
+                            yaw=yaw + 3 * wobble[0], pitch=3 * wobble[1], roll=2 * wobble[0])
+            image, mask = renderer.render(mesh, camera, appearance)
+            frames.append(augment.degrade(np.where(mask[..., None], image, background), view_rng))
+        save_frames(path_of(yaw), frames)
+        done(yaw)
 
 
 def view_frames(index: int, yaw: int) -> np.ndarray:

@@ -1,0 +1,162 @@
+"""`serep eval real`, the takes part: real iPhone ARKit motion (Live Link Face takes) in the renderer's appearance.
+
+Per take (a folder of Live Link Face CSVs, contract/takes.py), the WINDOW frames (30 fps, real timing) whose listed
+shapes move most; its 52 ARKit curves drive ICT's expression shapes (split halves both at the ARKit weight,
+deformation-transferred onto a held-out identity, EVAL_SEEDS from SEED_OFFSET), rendered from SynthREX's five views
+by the same renderer (eval/synthrex.py: render_views). Each method's ARKit weights (mediapipe's own scores for
+`mediapipe_blendshapes`; the ARKit solve of the decoded mesh for the others) against the take's: per listed shape
+the Pearson correlation per video, the mean over videos; and the SynthREX region errors (mm) of the decoded meshes.
+No take is trained on: every take scored here is held out.
+
+Renders are cached per take (a digest of the file) in `$SEREP_CACHE/takes-eval-v1/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from serep_engine.contract import TAKE_SUFFIXES, TakeError, read_take
+from serep_engine.contract.arkit import ARKIT_NAMES
+from serep_engine.facemodel.ict import EVAL_SEEDS, ICTModel
+from serep_engine.paths import cache_dir, data_dir
+
+VERSION = "takes-eval-v1"
+WINDOW = 150
+SEED_OFFSET = 300_000
+SHAPES = ("eyeBlinkLeft", "eyeBlinkRight", "jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthFunnel",
+          "mouthPucker", "browInnerUp", "browDownLeft", "browDownRight", "mouthLeft", "mouthRight")
+
+
+def default_takes() -> Path:
+    return data_dir() / "real" / "arkit_takes"
+
+
+def busiest_window(weights: np.ndarray, found: np.ndarray, length: int = WINDOW) -> int:
+    """The first row of the `length` rows (all tracked where possible) whose listed shapes vary most."""
+    listed = weights[:, [ARKIT_NAMES.index(name) for name in SHAPES]]
+    best, start = -1.0, 0
+    for first in range(0, max(len(weights) - length, 0) + 1, 10):
+        rows = slice(first, first + length)
+        if not found[rows].all() and found.sum() >= length:
+            continue
+        score = float(np.nansum(np.nanstd(listed[rows], axis=0)))
+        if score > best:
+            best, start = score, first
+    return start
+
+
+def ict_weights(face_model: ICTModel, arkit: np.ndarray) -> np.ndarray:
+    """(F, 52) ARKit weights -> (F, 53) ICT expression weights (both halves of a split shape at its weight)."""
+    from serep_engine.retarget.arkit import ict_components
+
+    out = np.zeros((len(arkit), len(face_model.expression_names)), np.float32)
+    for column, components in enumerate(ict_components(face_model)):
+        out[:, components] = arkit[:, column:column + 1]
+    return out
+
+
+def prepare(face_model: ICTModel, path: Path, index: int) -> dict | None:
+    """A take's window, identity and renders (cached): {"name", "identity", "arkit", "views": {yaw: path}}; None
+    when the file is not a usable take."""
+    from serep_engine.eval.synthrex import VIEW_GROUPS, render_views
+    from serep_engine.track.filters import fill_gaps
+
+    try:
+        take = read_take(path)
+    except (TakeError, ValueError, OSError):
+        return None
+    if take.found.sum() < 2:
+        return None
+    start = busiest_window(take.weights, take.found)
+    found = take.found[start:start + WINDOW]
+    arkit = np.clip(fill_gaps(take.weights[start:start + WINDOW], found), 0.0, 1.0).astype(np.float32)
+    key = hashlib.sha1(path.read_bytes() + VERSION.encode()).hexdigest()[:16]
+    folder = cache_dir() / VERSION / key
+    folder.mkdir(parents=True, exist_ok=True)
+    seed = EVAL_SEEDS[SEED_OFFSET + index]
+    identity = face_model.identity_weights(seed)
+    views = {yaw: folder / f"view_{yaw:+03d}.npz" for group in VIEW_GROUPS.values() for yaw in group}
+    render_views(face_model, identity, ict_weights(face_model, arkit), np.random.default_rng(seed), seed,
+                 lambda yaw: views[yaw])
+    return {"name": path.name, "identity": identity, "arkit": arkit, "views": views}
+
+
+def mediapipe_scores(frames: np.ndarray, fps: float = 30.0) -> np.ndarray:
+    """(F, 52) the Face Landmarker's blendshape scores in ARKIT_NAMES order over frames (zero without a face)."""
+    import mediapipe as mp
+
+    from serep_engine.eval.real import video_landmarker
+
+    out = np.zeros((len(frames), len(ARKIT_NAMES)), np.float32)
+    with video_landmarker() as landmarker:
+        for f, rgb in enumerate(frames):
+            result = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                          data=np.ascontiguousarray(rgb)), int(f * 1000 / fps))
+            if result.face_blendshapes:
+                scores = {c.category_name: c.score for c in result.face_blendshapes[0]}
+                out[f] = [scores.get(name, 0.0) for name in ARKIT_NAMES]
+    return out
+
+
+def evaluate_takes(face_model: ICTModel, methods: list[str], directory: str | Path | None = None,
+                   log=None) -> dict[str, dict]:
+    """{method: {"n": takes, "shapes": {name: corr}, "regions_mm": {...}}} on the takes of `directory`."""
+    from serep_engine.eval.baselines import METHODS as SYNTHREX_METHODS
+    from serep_engine.eval.protocol import region_errors_mm, summarise
+    from serep_engine.eval.real import blendshape_meshes
+    from serep_engine.expression.model import ExpressionModel
+    from serep_engine.facemodel.identities import identity_shapes
+    from serep_engine.retarget.arkit import ARKitSolver
+    from serep_engine.synth.shards import load_frames
+
+    directory = Path(directory or default_takes())
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in TAKE_SUFFIXES) if directory.is_dir() else []
+    made = {name: SYNTHREX_METHODS[name](face_model) for name in methods if name in SYNTHREX_METHODS}
+    expression_model = ExpressionModel.from_pretrained("cpu", face_model)
+    columns = [ARKIT_NAMES.index(name) for name in SHAPES]
+    corrs = {name: {shape: [] for shape in SHAPES} for name in methods}
+    errors = {name: {} for name in methods}
+    used = 0
+    for index, path in enumerate(paths):
+        take = prepare(face_model, path, index)
+        if take is None:
+            if log:
+                log(f"{path.name}: not a usable take, skipped")
+            continue
+        used += 1
+        neutral = face_model.identity_neutral(take["identity"])
+        truth = neutral + np.tensordot(ict_weights(face_model, take["arkit"]),
+                                       identity_shapes(face_model, take["identity"]), axes=1)
+        solver = ARKitSolver(face_model, neutral)
+        for yaw, view in take["views"].items():
+            frames = load_frames(view)["frames"]
+            for name in methods:
+                if name == "mediapipe_blendshapes":
+                    weights = mediapipe_scores(frames)
+                    meshes = blendshape_meshes(face_model, expression_model,
+                                               [dict(zip(ARKIT_NAMES, w.tolist())) for w in weights], neutral)
+                else:
+                    meshes = made[name](frames, neutral)
+                    weights = solver.solve(meshes - neutral)
+                for region, values in region_errors_mm(face_model, meshes, truth).items():
+                    errors[name].setdefault(region, []).append(values)
+                for shape, column in zip(SHAPES, columns):
+                    a, b = weights[:, column], take["arkit"][:, column]
+                    if a.std() > 1e-6 and b.std() > 1e-6:
+                        corrs[name][shape].append(float(np.corrcoef(a, b)[0, 1]))
+                    elif b.std() > 1e-6:
+                        corrs[name][shape].append(0.0)  # the take moves the shape, the method does not
+        if log:
+            log(f"{path.name}: frames {WINDOW} from the busiest window, {len(take['views'])} views")
+    out = {}
+    for name in methods:
+        if not used:
+            out[name] = {"n": 0}
+            continue
+        out[name] = {"n": used,
+                     "shapes": {s: round(float(np.mean(v)), 4) if v else None for s, v in corrs[name].items()},
+                     "regions_mm": summarise({r: np.concatenate(v) for r, v in errors[name].items()})}
+    return out

@@ -1,0 +1,108 @@
+"""Codes refined against landmarks (capture/refine.py): landmarks made from a known code on the template, seen
+through a camera (moved, turned, scaled, in image pixels with y down), are fitted back from a wrong prior; an
+actor's own face shape shared by every frame is not read as expression; the open-mouth correspondence separates
+the lips; frames without a face keep their codes."""
+
+import numpy as np
+import pytest
+import torch
+
+from serep_engine.capture.refine import LandmarkRefiner, RefineSettings
+from serep_engine.eval.real import mediapipe_measures
+from serep_engine.expression.model import ExpressionModel
+from serep_engine.track.correspondence import LIP_POINTS, mediapipe_to_template
+
+
+@pytest.fixture(scope="module")
+def setup(face_model):
+    model = ExpressionModel.from_pretrained("cpu", face_model)
+    with torch.no_grad():
+        basis = model.identity_basis(face_model.face_neutral).numpy()
+        shapes = torch.from_numpy(face_model.face_expression_basis)
+        names = list(face_model.expression_names)
+        jaw = model.encode_displacements(shapes[names.index("jawOpen")], torch.from_numpy(basis))
+        blink = model.encode_displacements(shapes[names.index("eyeBlink_L")], torch.from_numpy(basis))
+    vertex, _ = mediapipe_to_template(face_model, open_mouth=True)
+    return basis, vertex, jaw.numpy(), blink.numpy()
+
+
+def _seen(face_model, basis, vertex, codes, offset=0.0):
+    """(F, 478, 3) mediapipe-style points of the decoded codes: image pixels, y down, depth away from the camera."""
+    meshes = face_model.face_neutral[None] + offset + np.tensordot(codes, basis, axes=1)
+    angle = np.radians(10.0)
+    turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    camera = meshes[:, vertex] @ turn.T * 23.0 * [1.0, -1.0, -1.0] + [640.0, 360.0, 0.0]
+    return camera.astype(np.float32)
+
+
+def _measures(face_model, basis, vertex, codes) -> np.ndarray:
+    """(F, 3) lip gap and left and right eye openings of the decoded codes, read at mediapipe's points."""
+    meshes = face_model.face_neutral[None] + np.tensordot(codes, basis, axes=1)
+    return np.array([[m[name] for name in ("lip_gap", "eye_left", "eye_right")]
+                     for m in (mediapipe_measures(mesh[vertex]) for mesh in meshes)])
+
+
+def test_a_known_code_is_fitted_back_from_a_wrong_prior(face_model, setup):
+    """Open mouth and a left wink from landmarks, with the network's prior at zero (the neutral face): the refined
+    code's mesh opens the mouth and closes the left eye as the known code does (the measures of the benchmark; a
+    wink's change is 0.22, an open mouth's 0.2)."""
+    basis, vertex, jaw, blink = setup
+    truth = np.stack([0.6 * jaw, blink, 0.6 * jaw + blink])
+    refined = LandmarkRefiner(face_model, basis).refine(_seen(face_model, basis, vertex, truth), np.zeros_like(truth))
+    got, want = _measures(face_model, basis, vertex, refined), _measures(face_model, basis, vertex, truth)
+    np.testing.assert_allclose(got, want, atol=0.03)
+    neutral = _measures(face_model, basis, vertex, np.zeros_like(jaw[None]))[0]
+    assert got[1, 1] < 0.5 * neutral[1] and got[1, 2] > 0.9 * neutral[2]  # the wink closes the left eye only
+
+
+def test_the_prior_decides_what_the_landmarks_cannot_see(face_model, setup):
+    """With no landmarks' pull (sigma huge) the codes stay the network's; with the default, the face they decode to
+    follows the points (codes themselves are not unique: the prior keeps what the points do not show)."""
+    basis, vertex, jaw, _ = setup
+    prior = np.random.default_rng(0).normal(0, 0.3, (2, len(jaw))).astype(np.float32)
+    seen = _seen(face_model, basis, vertex, np.stack([jaw, 0.3 * jaw]))
+    loose = LandmarkRefiner(face_model, basis, settings=RefineSettings(sigma_cm=1e3)).refine(seen, prior)
+    np.testing.assert_allclose(loose, prior, atol=1e-3)
+    tight = LandmarkRefiner(face_model, basis).refine(seen, prior)
+    want = _measures(face_model, basis, vertex, np.stack([jaw, 0.3 * jaw]))
+    np.testing.assert_allclose(_measures(face_model, basis, vertex, tight), want, atol=0.04)
+    assert np.abs(_measures(face_model, basis, vertex, prior) - want).max() > 0.1
+
+
+def test_a_face_shape_shared_by_the_clip_is_not_expression(face_model, setup):
+    """An actor whose face differs from the template (an ICT identity mode at 2 sigma) by the same offset in every
+    frame: the refined faces open and close from the clip's first (neutral) frame as the template's own face would,
+    within 15% (face shape and expression share directions: the eyes' absolute opening may differ by ~0.04, 10%)."""
+    basis, vertex, jaw, blink = setup
+    codes = np.stack([0.0 * jaw, 0.5 * jaw, jaw + blink, 0.2 * jaw])
+    offset = 2.0 * face_model.identity_basis[0, :len(face_model.face_neutral)]
+    refiner = LandmarkRefiner(face_model, basis)
+    actor = refiner.refine(_seen(face_model, basis, vertex, codes, offset), np.zeros_like(codes))
+    got, want = _measures(face_model, basis, vertex, actor), _measures(face_model, basis, vertex, codes)
+    np.testing.assert_allclose(got - got[0], want - want[0], rtol=0.15, atol=0.02)
+    np.testing.assert_allclose(got, want, atol=0.05)
+
+
+def test_frames_without_a_face_keep_their_codes(face_model, setup):
+    basis, vertex, jaw, _ = setup
+    seen = _seen(face_model, basis, vertex, np.stack([jaw, jaw]))
+    seen[1] = np.nan
+    prior = np.full((2, len(jaw)), 0.25, np.float32)
+    refined = LandmarkRefiner(face_model, basis).refine(seen, prior)
+    np.testing.assert_array_equal(refined[1], prior[1])
+    assert not np.allclose(refined[0], prior[0])
+
+
+def test_the_open_mouth_correspondence_puts_each_inner_lip_point_on_its_own_lip(face_model):
+    """On the closed template the upper and lower inner-lip points meet; from the open-mouth render each pair of
+    mediapipe's inner-lip points (13/14, 82/87, 312/317) lands on two vertices, the upper one above; the other
+    points keep the closed mapping."""
+    closed, _ = mediapipe_to_template(face_model)
+    opened, valid = mediapipe_to_template(face_model, open_mouth=True)
+    jaw = face_model.face_neutral + 0.4 * face_model.face_expression_basis[list(face_model.expression_names).index(
+        "jawOpen")]
+    for upper, lower in ((13, 14), (82, 87), (312, 317)):
+        assert valid[upper] and valid[lower]
+        assert jaw[opened[upper], 1] > jaw[opened[lower], 1] + 0.3
+    others = ~np.isin(np.arange(478), LIP_POINTS)
+    np.testing.assert_array_equal(opened[others], closed[others])
