@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from serep_engine.retarget import Registration
 
 ProgressFn = Callable[[int, int, str, float], None]  # (done, total, stage, fps)
+REFINE_CHUNK = 900  # faces refined at a time; the first chunk's also gives the actor's face shape (30 s at 30 fps)
 
 
 class Cancelled(Exception):
@@ -198,7 +199,9 @@ class Engine:
         last = info.frame_count if end is None else min(end, info.frame_count)
         total = max(last - start, 0)
         pose = HeadPoseEstimator(self.face_model)
-        frames, found, codes, landmarks68, landmarks478, poses = [], [], [], [], [], []
+        frames, found, codes, landmarks68, poses = [], [], [], [], []
+        to_refine: dict[int, np.ndarray] = {}  # position -> mediapipe's points, until the position's code is refined
+        identity = None  # the actor's face shape (capture/refine.py), from the clip's first REFINE_CHUNK faces
         pending: list = []  # (position, frame) waiting for a batch
         in_flight: deque = deque()  # batches handed to the model thread
         started = time.perf_counter()
@@ -218,6 +221,16 @@ class Engine:
             while len(in_flight) > keep:
                 in_flight.popleft().result()  # raises the model thread's error here
 
+        def refine() -> None:  # every code handed over is in: refine them (memory stays flat with clip length)
+            nonlocal identity
+            positions = sorted(to_refine)
+            points, network = np.stack([to_refine[p] for p in positions]), np.stack([codes[p] for p in positions])
+            if identity is None:
+                identity = self.refiner().identity(points, network)
+            for position, code in zip(positions, self.refiner().refine(points, network, identity=identity)):
+                codes[position] = code
+            to_refine.clear()
+
         if options.track_workers > 1:  # crops come at the network's input size (the same pixels predict makes)
             stream = parallel_front_end(info, start, end, options.track_workers, self.capture_model.crop_size,
                                         self.capture_model.config.source_size)
@@ -233,12 +246,16 @@ class Engine:
                     found.append(frame.found)
                     codes.append(None)
                     landmarks68.append(np.full((68, 2), np.nan, np.float32))
-                    landmarks478.append(frame.landmarks.astype(np.float32))
                     if frame.found:
                         poses.append(pose(frame.landmarks, (info.height, info.width)))
                         pending.append((position, frame))
+                        if options.follow_landmarks:
+                            to_refine[position] = frame.landmarks
                         if len(pending) >= options.batch_size:
                             flush(keep=2)
+                        if len(to_refine) >= REFINE_CHUNK:
+                            flush(keep=0)
+                            refine()
                     else:
                         pose.reset()
                         poses.append(np.full(6, np.nan, np.float32))
@@ -246,6 +263,8 @@ class Engine:
                         progress(len(frames), total, "tracking",
                                  len(frames) / max(time.perf_counter() - started, 1e-6))
                 flush(keep=0)
+                if to_refine:
+                    refine()
             finally:
                 stream.close()  # now, not when garbage is collected: the decode thread or tracking processes stop
                 for job in in_flight:
@@ -257,8 +276,6 @@ class Engine:
             raise NoFaceError(f"no face was found in any of the {len(frames)} frames of {info.path}")
         dim = self.capture_model.code_dim
         raw = np.array([c if c is not None else np.full(dim, np.nan) for c in codes], np.float32)
-        if options.follow_landmarks:
-            raw = self.refiner().refine(np.stack(landmarks478), raw, found)
         return {"frames": np.array(frames), "fps": info.fps, "face_found": found, "codes_raw": raw,
                 "landmarks2d": np.stack(landmarks68).astype(np.float32), "head_pose": np.stack(poses)}
 

@@ -72,15 +72,16 @@ def test_ahead_stops_and_closes_its_source_when_the_consumer_stops():
 
 
 # -- the overlapped track is the sequential one -------------------------------------------------------------
-def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model):
+def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model, monkeypatch):
     """Decode, tracking and the model run in three threads; the result must equal running the same front
     end, pose, model and landmark refinement on each frame in order (here with small batches, so that several are
-    in flight)."""
+    in flight, and the refinement in chunks of 8 faces: the actor's face shape from the first chunk)."""
     needs_clips()
     from serep_engine.expression.model import ExpressionModel
 
     model = untrained_capture_model()
     engine = Engine(face_model, ExpressionModel.from_pretrained("cpu", face_model), model, torch.device("cpu"))
+    monkeypatch.setattr("serep_engine.engine.REFINE_CHUNK", 8)
     tracked = engine.track(CLIP, 0, 30, CaptureOptions(batch_size=4))
 
     info = probe(CLIP)
@@ -97,7 +98,8 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model):
         points478.append(frame.landmarks)
     live.close()
     assert list(tracked["frames"]) == list(range(30)) and tracked["face_found"].all()
-    refined = engine.refiner().refine(np.array(points478), np.array(codes))
+    identity = engine.refiner().identity(np.array(points478[:8]), np.array(codes[:8]))
+    refined = engine.refiner().refine(np.array(points478), np.array(codes), identity=identity)
     np.testing.assert_allclose(tracked["codes_raw"], refined, atol=1e-4)
     assert np.abs(refined - np.array(codes)).max() > 0.01  # the refinement moved the network's codes
     np.testing.assert_allclose(tracked["landmarks2d"], np.array(landmarks), atol=1e-2)

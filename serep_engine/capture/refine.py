@@ -66,38 +66,55 @@ class LandmarkRefiner:
         self.weights = (point_weight[:, None] * [1.0, 1.0, s.depth_weight]).reshape(-1)  # per coordinate, flat (3L,)
 
     def refine(self, landmarks: np.ndarray, codes: np.ndarray, found: np.ndarray | None = None,
-               shared_identity: bool = True) -> np.ndarray:
+               shared_identity: bool = True, identity: np.ndarray | None = None) -> np.ndarray:
         """landmarks (F, 478, 3) in image pixels (x right, y down, mediapipe's depth), codes (F, D) the network's,
         found (F,) -> refined codes (F, D); frames without a face keep their codes. `shared_identity`: one beta for
-        all frames (a clip of one actor), else one per frame (unrelated photos)."""
-        s = self.settings
+        all frames (a clip of one actor), else one per frame (unrelated photos); `identity`: a beta already known
+        (`identity` of an earlier part of the clip), kept as it is."""
         codes = np.asarray(codes, np.float64).copy()
-        found = np.isfinite(landmarks).all((1, 2)) if found is None else np.asarray(found, bool)
-        found &= np.isfinite(codes).all(1)
-        if not found.any():
-            return codes.astype(np.float32)
-        observed = landmarks[found][:, self.points].astype(np.float64) * [1.0, -1.0, -1.0]  # y up, toward viewer
-        prior = codes[found]
+        found = self._usable(landmarks, codes, found)
+        if found.any():
+            codes[found] = self._fit(landmarks[found], codes[found], shared_identity, identity)[0]
+        return codes.astype(np.float32)
+
+    def identity(self, landmarks: np.ndarray, codes: np.ndarray, found: np.ndarray | None = None) -> np.ndarray | None:
+        """(K,) the beta `refine` shares over these frames (None without a usable frame)."""
+        codes = np.asarray(codes, np.float64)
+        found = self._usable(landmarks, codes, found)
+        return self._fit(landmarks[found], codes[found], True, None)[1][0] if found.any() else None
+
+    @staticmethod
+    def _usable(landmarks: np.ndarray, codes: np.ndarray, found: np.ndarray | None) -> np.ndarray:
+        found = np.isfinite(landmarks).all((1, 2)) if found is None else np.asarray(found, bool).copy()
+        return found & np.isfinite(codes).all(1)
+
+    def _fit(self, landmarks: np.ndarray, prior: np.ndarray, shared_identity: bool,
+             identity: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Codes (F, D) and betas (F, K) of frames that all have a face."""
+        s = self.settings
+        observed = landmarks[:, self.points].astype(np.float64) * [1.0, -1.0, -1.0]  # y up, toward the viewer
         z = prior.copy()
         beta = np.zeros((len(z), self.identity_basis.shape[1]))
+        if identity is not None:
+            beta[:] = identity
         w, lam = self.weights, (s.sigma_cm / s.tau) ** 2
         bw = self.code_basis * w[:, None]
         code_system = self.code_basis.T @ bw + lam * np.eye(len(bw.T))
         iw = self.identity_basis * w[:, None]
+        frames = len(z) if shared_identity else 1
+        identity_system = frames * self.identity_basis.T @ iw + s.sigma_cm ** 2 * np.eye(len(iw.T))
         for _ in range(s.iterations):
             model = self.neutral.reshape(-1) + beta @ self.identity_basis.T + z @ self.code_basis.T  # (F, 3L)
             aligned = align(observed, model.reshape(len(z), -1, 3), self.rigid).reshape(len(z), -1)
-            residual = aligned - self.neutral.reshape(-1) - z @ self.code_basis.T  # what identity must explain
-            frames = len(z) if shared_identity else 1
-            identity_system = frames * self.identity_basis.T @ iw + s.sigma_cm ** 2 * np.eye(len(iw.T))
-            if shared_identity:
-                beta[:] = np.linalg.solve(identity_system, iw.T @ residual.sum(0))
-            else:
-                beta = np.linalg.solve(identity_system, iw.T @ residual.T).T
+            if identity is None:
+                residual = aligned - self.neutral.reshape(-1) - z @ self.code_basis.T  # what identity must explain
+                if shared_identity:
+                    beta[:] = np.linalg.solve(identity_system, iw.T @ residual.sum(0))
+                else:
+                    beta = np.linalg.solve(identity_system, iw.T @ residual.T).T
             target = aligned - self.neutral.reshape(-1) - beta @ self.identity_basis.T
             z = np.linalg.solve(code_system, bw.T @ target.T + lam * prior.T).T
-        codes[found] = z
-        return codes.astype(np.float32)
+        return z, beta
 
 
 def align(points: np.ndarray, targets: np.ndarray, rigid: np.ndarray) -> np.ndarray:

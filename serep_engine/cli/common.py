@@ -50,7 +50,7 @@ def add_capture_options(parser: argparse.ArgumentParser) -> None:
     for option in CAPTURE_OPTIONS:
         flag = "--" + option.name.replace("_", "-")
         if option.kind is bool:
-            parser.add_argument(flag, action="store_true", help=option.help)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=option.default, help=option.help)
             continue
 
         def checked(text: str, option=option):

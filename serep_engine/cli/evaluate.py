@@ -89,6 +89,11 @@ def eval_real(args) -> dict:
     for name in args.method:
         methods[name] = {"photos": photos[name], "clips": clips[name], "takes": takes[name]}
         report({"method": name, **methods[name]})
+    if args.figure:
+        from serep_engine.eval.figures import real_figure
+
+        real_figure(methods, args.figure)
+        log(f"figure written to {args.figure}")
     return {"methods": methods}
 
 
@@ -140,6 +145,7 @@ def register(commands) -> None:
     real.add_argument("--clip-frames", type=int, default=150, help="frames from the start of each clip")
     real.add_argument("--takes", type=Path, default=None,
                       help="folder of Live Link Face takes (default: ../shared/data/real/arkit_takes)")
+    real.add_argument("--figure", type=Path, default=None, help="write bars of every part's correlations (PNG)")
     add_json_flag(real)
     real.add_argument("--ict", type=Path, default=None)
     real.set_defaults(func=eval_real)

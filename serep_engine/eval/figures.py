@@ -101,3 +101,34 @@ def capture_figure(face_model: ICTModel, results: list[dict], path) -> None:
             ax.set_aspect("equal")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def real_figure(methods: dict[str, dict], path) -> None:
+    """`serep eval real`'s result as bars: per part, each measure's correlation per method (photos: lip gap,
+    eyes, mouth width, brows; clips: the same and the winks' same-side fraction; takes: each listed shape)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = [("photos", lambda p, m: p.get(m, {}).get("corr")), ("clips", lambda p, m: p.get(m, {}).get("corr")),
+             ("takes", lambda p, m: p.get("shapes", {}).get(m))]
+    fig, axes = plt.subplots(len(parts), 1, figsize=(12, 3.2 * len(parts)))
+    for ax, (part, value) in zip(axes, parts):
+        measures = []
+        for result in methods.values():
+            keys = (result.get(part) or {}).get("shapes", {}) if part == "takes" else (result.get(part) or {})
+            measures += [k for k in keys if k not in measures and k != "n" and k != "winks"]
+        width = 0.8 / max(len(methods), 1)
+        for i, (name, result) in enumerate(methods.items()):
+            values = [value(result.get(part) or {}, m) for m in measures]
+            ax.bar(np.arange(len(measures)) + i * width, [v if v is not None else 0 for v in values], width,
+                   label=name)
+        ax.set_xticks(np.arange(len(measures)) + 0.4 - width / 2, measures, rotation=20, fontsize=8)
+        ax.set_ylim(-0.2, 1.0)
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_ylabel(f"{part}: correlation")
+    axes[0].legend(ncol=len(methods), fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

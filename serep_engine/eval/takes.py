@@ -8,7 +8,7 @@ by the same renderer (eval/synthrex.py: render_views). Each method's ARKit weigh
 the Pearson correlation per video, the mean over videos; and the SynthREX region errors (mm) of the decoded meshes.
 No take is trained on: every take scored here is held out.
 
-Renders are cached per take (a digest of the file) in `$SEREP_CACHE/takes-eval-v1/`.
+Renders are cached per take (a digest of the file and the window) in `$SEREP_CACHE/takes-eval-v1/`.
 """
 
 from __future__ import annotations
@@ -35,14 +35,15 @@ def default_takes() -> Path:
 
 
 def busiest_window(weights: np.ndarray, found: np.ndarray, length: int = WINDOW) -> int:
-    """The first row of the `length` rows (all tracked where possible) whose listed shapes vary most."""
+    """The first row of the `length` rows (all tracked where possible) whose listed shapes move most (the sum of
+    their frame-to-frame changes)."""
     listed = weights[:, [ARKIT_NAMES.index(name) for name in SHAPES]]
     best, start = -1.0, 0
     for first in range(0, max(len(weights) - length, 0) + 1, 10):
         rows = slice(first, first + length)
         if not found[rows].all() and found.sum() >= length:
             continue
-        score = float(np.nansum(np.nanstd(listed[rows], axis=0)))
+        score = float(np.nansum(np.abs(np.diff(listed[rows], axis=0))))
         if score > best:
             best, start = score, first
     return start
@@ -73,7 +74,7 @@ def prepare(face_model: ICTModel, path: Path, index: int) -> dict | None:
     start = busiest_window(take.weights, take.found)
     found = take.found[start:start + WINDOW]
     arkit = np.clip(fill_gaps(take.weights[start:start + WINDOW], found), 0.0, 1.0).astype(np.float32)
-    key = hashlib.sha1(path.read_bytes() + VERSION.encode()).hexdigest()[:16]
+    key = hashlib.sha1(path.read_bytes() + f"{VERSION} {start} {WINDOW}".encode()).hexdigest()[:16]
     folder = cache_dir() / VERSION / key
     folder.mkdir(parents=True, exist_ok=True)
     seed = EVAL_SEEDS[SEED_OFFSET + index]

@@ -1,0 +1,60 @@
+"""`serep eval real`, the takes part (eval/takes.py): the busiest window, ARKit weights onto ICT's shapes, and the
+whole part on a short real take beside a file that is not one."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serep_engine.contract.arkit import ARKIT_NAMES
+from serep_engine.eval.takes import SHAPES, busiest_window, evaluate_takes, ict_weights
+
+TAKES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "arkit_takes"
+
+
+def test_the_busiest_window_is_where_the_listed_shapes_move_and_the_face_is_tracked():
+    weights = np.zeros((600, 52), np.float32)
+    jaw = ARKIT_NAMES.index("jawOpen")
+    weights[300:450, jaw] = np.sin(np.linspace(0, 12, 150)) ** 2  # speech in the middle
+    weights[50:200, ARKIT_NAMES.index("tongueOut")] = 1.0  # not a listed shape
+    found = np.ones(600, bool)
+    assert busiest_window(weights, found, 150) == 300
+    found[320] = False  # tracking lost inside: a fully tracked window near it wins
+    weights[320] = np.nan
+    start = busiest_window(weights, found, 150)
+    assert not (start <= 320 < start + 150) and abs(start - 300) < 150
+
+
+def test_arkit_weights_drive_their_ict_shapes_and_both_halves_of_a_split_one(face_model):
+    names = list(face_model.expression_names)
+    arkit = np.zeros((1, 52), np.float32)
+    arkit[0, ARKIT_NAMES.index("jawOpen")] = 0.7
+    arkit[0, ARKIT_NAMES.index("eyeBlinkLeft")] = 0.4
+    arkit[0, ARKIT_NAMES.index("browInnerUp")] = 0.5  # one ARKit shape, two ICT halves
+    arkit[0, ARKIT_NAMES.index("tongueOut")] = 1.0  # ICT has no tongue shape
+    weights = ict_weights(face_model, arkit)
+    assert weights.shape == (1, len(names))
+    assert weights[0, names.index("jawOpen")] == pytest.approx(0.7)
+    assert weights[0, names.index("eyeBlink_L")] == pytest.approx(0.4)
+    assert weights[0, names.index("eyeBlink_R")] == 0.0
+    assert weights[0, names.index("browInnerUp_L")] == weights[0, names.index("browInnerUp_R")] == pytest.approx(0.5)
+    assert weights.sum() == pytest.approx(2.1)  # nothing else moves
+
+
+@pytest.mark.slow
+def test_the_takes_part_on_a_short_real_take(face_model, tmp_path):
+    """The first 160 rows of a real take (rendered from five views, cached) and a CSV that is not a take: one take
+    is scored, the other skipped; the neutral method moves no shape (correlation 0 for every shape the take moves)
+    and misses the take's expressions by millimetres."""
+    if not TAKES.is_dir():
+        pytest.skip("the real ARKit takes are not in ../shared/data")
+    lines = (TAKES / "facial.csv").read_text().splitlines()
+    (tmp_path / "short.csv").write_text("\n".join(lines[:161]) + "\n")
+    (tmp_path / "notes.csv").write_text("not,a,take\n1,2,3\n")
+    result = evaluate_takes(face_model, ["neutral"], tmp_path)["neutral"]
+    assert result["n"] == 1
+    assert set(result["shapes"]) == set(SHAPES)
+    assert all(value in (0.0, None) for value in result["shapes"].values())
+    assert any(value == 0.0 for value in result["shapes"].values())
+    assert result["regions_mm"]["mean"] > 0.1
+    assert evaluate_takes(face_model, ["neutral"], tmp_path / "missing") == {"neutral": {"n": 0}}
