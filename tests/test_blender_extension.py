@@ -453,13 +453,13 @@ def test_tuning_rebakes_a_captured_clip_without_the_engine(capture_ready, addon,
     settings.strength_jaw = 1.0
 
     # neutral calibration, found in the clip: its frames average to the rest shape (to the shape keys' tolerance,
-    # metres), each within the capture's own frame-to-frame variation (benchmarks/bench_calibration.py)
+    # metres), each well within the uncalibrated capture's distance from it (benchmarks/bench_calibration.py)
     uncalibrated = [np.linalg.norm(baked(row), axis=1).mean() for row in range(60)]
     assert bpy.ops.serep.find_neutral() == {"FINISHED"} and settings.calibrate
     rows = np.flatnonzero((kept.frames >= settings.neutral_start) & (kept.frames < settings.neutral_end))
     assert len(rows) == round(0.25 * kept.fps)
     assert np.abs(np.mean([baked(row) for row in rows], axis=0)).max() < 1e-4
-    assert max(np.linalg.norm(baked(row), axis=1).mean() for row in rows) < min(3e-4, 0.5 * np.median(uncalibrated))
+    assert max(np.linalg.norm(baked(row), axis=1).mean() for row in rows) < 0.5 * np.median(uncalibrated)
     after = user_state(head)
     assert after.keys() == before.keys() and all(np.array_equal(after[n][0], before[n][0]) for n in before)
 

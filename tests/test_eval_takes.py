@@ -58,3 +58,24 @@ def test_the_takes_part_on_a_short_real_take(face_model, tmp_path):
     assert any(value == 0.0 for value in result["shapes"].values())
     assert result["regions_mm"]["mean"] > 0.1
     assert evaluate_takes(face_model, ["neutral"], tmp_path / "missing") == {"neutral": {"n": 0}}
+
+
+def test_the_command_reports_every_part_and_an_empty_folder_as_none(face_model, tmp_path, capsys):
+    """`serep eval real --json` on folders with nothing usable in them: the contract's last line, each part with
+    "n": 0 for each method (the figure is written too)."""
+    import json
+
+    from serep_engine.cli import main
+
+    for name in ("photos", "clips", "takes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "takes" / "notes.csv").write_text("not,a,take\n")
+    argv = ["eval", "real", "--method", "neutral", "--method", "mediapipe_blendshapes", "--json",
+            "--figure", str(tmp_path / "real.png")] + [f"--{n}={tmp_path / n}" for n in ("photos", "clips", "takes")]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["methods"]) == {"neutral", "mediapipe_blendshapes"}
+    for method in result["methods"].values():
+        assert {part: method[part]["n"] for part in ("photos", "clips", "takes")} == {"photos": 0, "clips": 0,
+                                                                                        "takes": 0}
+    assert (tmp_path / "real.png").stat().st_size > 0

@@ -1,5 +1,5 @@
-"""`serep eval real`: capture methods judged on real faces (issue 17): the photos and clips parts; the takes part
-is not built yet (the command says so in its output rather than reporting it empty).
+"""`serep eval real`: capture methods judged on real faces (issue 17): the photos and clips parts (the takes part is
+eval/takes.py).
 
 Photos: human-annotated 68-point photos (a faces68-style folder: images + landmarks68.json), those whose head
 turns less than MAX_YAW_DEG by mediapipe's Face Landmarker (Tasks API, the bundle in the data folder: its facial
@@ -144,7 +144,10 @@ def evaluate_photos(face_model: ICTModel, methods: list[str], directory: str | P
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    photos = read_landmark_photos(directory or default_photos())
+    try:
+        photos = read_landmark_photos(directory or default_photos())
+    except FileNotFoundError:  # no landmarks68.json: no usable photo
+        photos = []
     landmarker = Landmarker()
     kept, scores = [], []
     try:
