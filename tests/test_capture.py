@@ -120,6 +120,34 @@ def test_tiny_training_run_lowers_its_losses(face_model, tmp_path):
     assert again["history"][-1]["step"] == 70 and len(again["history"]) == 4
 
 
+@pytest.mark.slow
+def test_code_pseudo_labels_carry_the_refined_motion_into_training(face_model, tmp_path):
+    needs_clip()
+    from serep_engine.capture.model import CaptureModel
+    from serep_engine.capture.real import PSEUDO_CODE_CLIPS, build_pseudo_code_set, load_real_set
+    from serep_engine.capture.train import TrainCaptureConfig, train_capture
+    from serep_engine.paths import weights_dir
+    from serep_engine.synth.shards import write_synthetic_set
+    from serep_engine.track.frontend import front_end
+
+    pseudo = load_real_set(build_pseudo_code_set(face_model, weights_dir(), max_photos=4, max_clips=1,
+                                                 log=lambda _: None))
+    clip = [f for f in front_end(data_dir() / "real" / "videos" / f"{PSEUDO_CODE_CLIPS[0]}.mp4") if f.found]
+    assert len(pseudo["code"]) == len(clip) + 4 and pseudo["crops"].shape[1] == 256
+    network = CaptureModel.from_pretrained("cpu").predict([f.crop for f in clip[:64]],
+                                                          [f.crop_landmarks for f in clip[:64]])[0]
+    labels = pseudo["code"][:64]
+    # about the network's own median, with more motion than the network reads
+    assert np.linalg.norm(labels - labels.mean(0), axis=1).mean() > np.linalg.norm(network - network.mean(0),
+                                                                                    axis=1).mean()
+    write_synthetic_set(32, tmp_path / "synth", seed=3, shard_size=16, workers=1, log=lambda _: None)
+    config = TrainCaptureConfig(synth=str(tmp_path / "synth"), steps=4, batch_synth=8, batch_real=4,
+                                validation_shards=1, real_photos=4, real_clips=1, log_every=2, input_size=64,
+                                widths="8,16,32,64", pseudo_weight=0.5, batch_pseudo=4)
+    summary = train_capture(config, tmp_path / "model", log=lambda _: None)
+    assert summary["n_pseudo"] == len(pseudo["code"]) and all(h["pseudo"] > 0 for h in summary["history"])
+
+
 def test_mirror_maps_pair_the_sides(face_model):
     from serep_engine.capture import mirror
     from serep_engine.expression.model import ExpressionModel

@@ -90,6 +90,21 @@ def test_synthetic_samples_are_seeded_and_complete(face_model, tmp_path):
     assert ((first["landmarks"] > -20) & (first["landmarks"] < 276)).mean() > 0.95
 
 
+def test_synthetic_samples_take_their_expressions_from_real_takes(face_model, tmp_path):
+    from serep_engine.paths import data_dir
+    from serep_engine.synth.dataset import SynthConfig
+    from serep_engine.synth.shards import read_shard, take_expressions, write_synthetic_set
+
+    take = data_dir() / "real" / "arkit_takes" / "apfel.csv"
+    frames = take_expressions(face_model, (str(take),))
+    assert frames.shape == (1926 - 35, 53)  # every tracked row; the 35 rows without values are left out
+    config = SynthConfig(takes=(str(take),), take_share=1.0)
+    write_synthetic_set(2, tmp_path, seed=5, shard_size=2, workers=1, config=config, log=lambda _: None)
+    weights = read_shard(tmp_path / "shard_00000.npz")["weights"]
+    nearest = np.abs(weights[:, None] - frames[None]).max(2).min(1)
+    assert np.all(nearest < 1e-6)  # each sample's expression is one of the take's frames
+
+
 @pytest.mark.slow
 def test_eval_capture_contract_on_a_small_subset(repo_root, tmp_path):
     out = subprocess.run(

@@ -7,6 +7,12 @@
 - Frames of the real clips with mediapipe's landmarks as pseudo-labels: the 68 iBUG points are read off
   mediapipe's mesh through the template (`mediapipe_to_68`).
 Built once into `$SEREP_CACHE/capture-real-v1/` as frame packs (JPEG crops + arrays).
+
+`build_pseudo_code_set`: real crops with *expression* pseudo-labels, the codes the landmark refinement
+(capture/refine.py) reads from mediapipe's points with a capture model's codes as the prior. The network reads real
+faces at a third of their motion and the refinement at nearly all of it; training on these teaches the image path
+the refinement's strength on real faces (issue 17). Only PSEUDO_CODE_CLIPS and the training photos are used: the
+other clips, AFW and the takes stay held out for `serep eval real`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ VERSION = "capture-real-v1"
 TRAIN_PHOTOS = ("helen_train",)
 FRAMES_PER_CLIP = 120
 PSEUDO_LABEL_WEIGHT = 0.5  # pseudo-labels count less than annotations; the jaw contour (0-16) not at all
+PSEUDO_CODE_VERSION = "capture-pseudo-codes-v1"
+# the real clips whose frames get code pseudo-labels (the longer half); the rest are held out for `serep eval real`
+PSEUDO_CODE_CLIPS = ("WDA_AlexandriaOcasioCortez_000", "WDA_KatieHill_000", "liveportrait_d10", "liveportrait_d11",
+                     "liveportrait_d12", "liveportrait_d13", "liveportrait_d14", "liveportrait_d18", "liveportrait_d19",
+                     "liveportrait_d9", "skarsgard", "videoretalking_4")
 
 
 def read_landmark_photos(directory: str | Path) -> list[tuple[Path, np.ndarray]]:
@@ -125,3 +136,67 @@ def load_real_set(path: Path) -> dict:
     arrays = load_frames(path)
     arrays["crops"] = arrays.pop("frames")
     return arrays
+
+
+def build_pseudo_code_set(face_model: ICTModel, labeller: Path, crop_size: int = 256, max_photos: int = 0,
+                          max_clips: int = 0, log=print) -> Path:
+    """The cached set of real crops with code pseudo-labels (module docstring): every frame of PSEUDO_CODE_CLIPS
+    (one identity per clip; each clip's labels keep the refinement's motion about the network's own median, so the
+    actor's face shape, which the refinement partly reads as a constant expression, is not taught) and the
+    training photos (one identity each). `labeller`: the folder of the capture model whose codes are the prior.
+    Arrays: crops, mp_landmarks (crop pixels), code."""
+    import hashlib
+
+    import torch
+
+    from serep_engine.capture.model import WEIGHTS_NAME, CaptureModel
+    from serep_engine.capture.refine import LandmarkRefiner
+    from serep_engine.expression.model import ExpressionModel
+    from serep_engine.track.frontend import front_end
+    from serep_engine.track.tracking import FaceTracker
+
+    limits = f"_{max_photos}photos_{max_clips}clips" if max_photos or max_clips else ""
+    model_digest = hashlib.sha1((Path(labeller) / f"{WEIGHTS_NAME}.safetensors").read_bytes()).hexdigest()[:12]
+    path = cache_dir() / PSEUDO_CODE_VERSION / f"pseudo_{crop_size}{limits}_{model_digest}.npz"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    capture_model = CaptureModel.load(labeller)
+    expression_model = ExpressionModel.from_pretrained("cpu", face_model)
+    with torch.no_grad():
+        refiner = LandmarkRefiner(face_model, expression_model.identity_basis(face_model.face_neutral).numpy())
+    data = data_dir() / "real"
+    crops, mediapipe, codes = [], [], []
+
+    def network_codes(items):
+        out = [capture_model.predict([c for c, _ in items[i:i + 64]], [p for _, p in items[i:i + 64]])[0]
+               for i in range(0, len(items), 64)]
+        return np.concatenate(out)
+
+    clips = [data / "videos" / f"{name}.mp4" for name in PSEUDO_CODE_CLIPS][:max_clips or None]
+    for clip in clips:
+        frames = [f for f in front_end(clip, crop_size=crop_size) if f.found]
+        if len(frames) < 10:
+            continue
+        prior = network_codes([(f.crop, f.crop_landmarks) for f in frames])
+        refined = refiner.refine(np.stack([f.landmarks for f in frames]), prior)
+        codes.append(refined - np.median(refined, 0) + np.median(prior, 0))
+        crops += [f.crop for f in frames]
+        mediapipe += [f.crop_landmarks for f in frames]
+        log(json.dumps({"type": "progress", "stage": "pseudo codes", "clip": clip.name, "n": len(crops)}))
+    with FaceTracker(video=False, max_faces=1) as tracker:
+        for name in TRAIN_PHOTOS:
+            for image_path, _ in read_landmark_photos(data / "faces68" / name)[:max_photos or None]:
+                rgb = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
+                observation = tracker.track(rgb)
+                if not observation.found:
+                    continue
+                crop, _, points, _ = crop_photo(rgb, tracker, crop_size)
+                prior = network_codes([(crop, points)])
+                codes.append(refiner.refine(observation.landmarks[None], prior, shared_identity=False))
+                crops.append(crop)
+                mediapipe.append(points)
+        log(json.dumps({"type": "progress", "stage": "pseudo codes", "photos": name, "n": len(crops)}))
+    save_frames(path, crops, mp_landmarks=np.stack(mediapipe).astype(np.float32),
+                code=np.concatenate(codes).astype(np.float32))
+    return path

@@ -7,7 +7,9 @@ pseudo-labels). Losses:
   one identity is linear, so the mean squared per-vertex error is a quadratic form dz^T G dz with G the
   Gram matrix of the template's decoded basis, each region weighted equally (as MultiREX scores them);
 - landmarks (H_lmks), on both: smooth L1 on visible / annotated points;
-- domain: C_d behind the gradient-reversal layer tells synthetic from real; its strength ramps up.
+- domain: C_d behind the gradient-reversal layer tells synthetic from real; its strength ramps up;
+- pseudo codes (`pseudo_weight` > 0), on real crops whose codes the landmark refinement read
+  (capture/real.py: build_pseudo_code_set): the code loss again, weighted.
 Seeded; a checkpoint (weights, optimiser, step) is written every `checkpoint_every` steps and picked up
 again by a rerun with the same `--out`.
 """
@@ -60,6 +62,9 @@ class TrainCaptureConfig:
     balanced_code_loss: bool = True  # regions' errors relative to their motion (see balanced_gram); False = plain
     init_from: str = ""  # a capture model folder whose tensors of matching name and shape start this run
     mirror: bool = True  # show each sample mirrored half the time (capture/mirror.py)
+    pseudo_weight: float = 0.0  # weight of the real crops' code pseudo-labels (0: none are used)
+    batch_pseudo: int = 16
+    pseudo_from: str = ""  # capture model whose codes are the refinement's prior (default: init_from, else shipped)
 
 
 def region_grams(expression_model, face_model) -> dict[str, torch.Tensor]:
@@ -198,10 +203,10 @@ def landmark_loss(predicted, target, weight):
 
 
 def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
-    from serep_engine.capture.real import build_real_set, load_real_set
+    from serep_engine.capture.real import build_pseudo_code_set, build_real_set, load_real_set
     from serep_engine.expression.model import ExpressionModel
     from serep_engine.facemodel.ict import ICTModel
-    from serep_engine.paths import cache_dir
+    from serep_engine.paths import cache_dir, weights_dir
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -225,10 +230,18 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
     synth = {k: v[:-n_validation] for k, v in synth.items()}
     real = load_real_set(build_real_set(face_model, int(crop_size), config.real_photos, config.real_clips, log=log))
     real["crops"] = _load_crops(real["crops"], model_config.source_size)
+    pseudo = None
+    if config.pseudo_weight > 0:
+        labeller = Path(config.pseudo_from or config.init_from or weights_dir())
+        pseudo = load_real_set(build_pseudo_code_set(face_model, labeller, int(crop_size), config.real_photos,
+                                                     config.real_clips, log=log))
+        pseudo["crops"] = _load_crops(pseudo["crops"], model_config.source_size)
+        pseudo["landmarks"] = np.zeros((len(pseudo["code"]), 68, 2), np.float32)  # no landmark loss on them
+        pseudo["landmark_weight"] = np.zeros((len(pseudo["code"]), 68), np.float32)
     loss_gram = (balanced_gram(grams, synth["code"]) / 0.04 if config.balanced_code_loss
                  else gram / 0.01).to(device)  # either way a zero prediction costs ~25 at the start
     log(json.dumps({"type": "data", "synth": len(synth["code"]), "validation": n_validation,
-                    "real": len(real["crops"])}))
+                    "real": len(real["crops"]), "pseudo": 0 if pseudo is None else len(pseudo["code"])}))
 
     net = CaptureNet(model_config).to(device)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -265,26 +278,36 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
             group["lr"] = learning_rate(step)
         synth_index = rng.integers(len(synth["code"]), size=config.batch_synth)
         images, mp_points, points, visible = _batch(synth, synth_index, crop_size)
+        true_code = torch.from_numpy(synth["code"][synth_index])
         n_synth = images.shape[0]
+        if pseudo is not None:  # labelled samples first: synthetic, then pseudo-labelled real
+            pseudo_index = rng.integers(len(pseudo["code"]), size=config.batch_pseudo)
+            parts = _batch(pseudo, pseudo_index, crop_size)
+            images, mp_points, points, visible = (torch.cat([a, b]) for a, b in
+                                                  zip((images, mp_points, points, visible), parts))
+            true_code = torch.cat([true_code, torch.from_numpy(pseudo["code"][pseudo_index])])
+        n_labelled = len(true_code)
         if use_real:
             r_images, r_mp, r_points, r_weight = _batch(real, rng.integers(len(real["crops"]), size=config.batch_real),
                                                         crop_size)
             images, mp_points = torch.cat([images, r_images]), torch.cat([mp_points, r_mp])
             points, visible = torch.cat([points, r_points]), torch.cat([visible, r_weight])
-        true_code = torch.from_numpy(synth["code"][synth_index])
         if config.mirror:
             flip = torch.rand(images.shape[0], generator=generator) < 0.5
             images, mp_points, points, visible = mirror_some(flip, partners, images, mp_points, points, visible,
                                                              crop_size)
-            true_code = torch.where(flip[:n_synth, None], true_code @ mirror_code, true_code)
+            true_code = torch.where(flip[:n_labelled, None], true_code @ mirror_code, true_code)
         images, mp_points, points = augment(images, mp_points, points)
         progress = step / config.steps
         strength = config.domain_weight * (2 / (1 + math.exp(-10 * progress)) - 1)
         code, predicted_points, domain = net(images.to(device), mp_points.to(device), strength)
-        error = code[:n_synth] - true_code.to(device)
-        code_loss = torch.einsum("bi,ij,bj->b", error, gram, error).mean()  # reported, in MultiREX's weighting
+        error = code[:n_labelled] - true_code.to(device)
+        code_loss = torch.einsum("bi,ij,bj->b", error[:n_synth], gram, error[:n_synth]).mean()  # MultiREX weighting
         lmk_loss = landmark_loss(predicted_points, points.to(device), visible.to(device))
-        loss = torch.einsum("bi,ij,bj->b", error, loss_gram, error).mean() + config.landmark_weight * lmk_loss / 0.003
+        per_sample = torch.einsum("bi,ij,bj->b", error, loss_gram, error)
+        loss = per_sample[:n_synth].mean() + config.landmark_weight * lmk_loss / 0.003
+        pseudo_loss = per_sample[n_synth:].mean() if n_labelled > n_synth else torch.zeros((), device=device)
+        loss = loss + config.pseudo_weight * pseudo_loss
         domain_loss = torch.zeros((), device=device)
         if config.domain_weight > 0:
             is_synth = torch.zeros(images.shape[0], device=device)
@@ -294,7 +317,8 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        for name, value in (("code_mm", code_loss.sqrt() * 10), ("landmarks", lmk_loss), ("domain", domain_loss)):
+        for name, value in (("code_mm", code_loss.sqrt() * 10), ("landmarks", lmk_loss), ("domain", domain_loss),
+                            ("pseudo", pseudo_loss)):
             running[name] = running.get(name, 0.0) + float(value.detach())
         counted += 1
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
@@ -310,8 +334,8 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
     model = CaptureModel(net.cpu(), torch.device("cpu"))
     val = validate(model, validation, gram.cpu(), crop_size)
     summary = {"config": asdict(config), "validation": val, "history": history[-5:], "n_synth": len(synth["code"]),
-               "n_real": len(real["crops"]), "device": str(device),
-               "seconds": round(time.perf_counter() - started, 1)}
+               "n_real": len(real["crops"]), "n_pseudo": 0 if pseudo is None else len(pseudo["code"]),
+               "device": str(device),               "seconds": round(time.perf_counter() - started, 1)}
     model.metadata = {"training": summary, "synth_set": str(synth_dir.name)}
     model.save(out_dir)
     return summary

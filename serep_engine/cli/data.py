@@ -15,7 +15,9 @@ def synth(args) -> dict:
 
     videos = [] if args.no_video_backgrounds else sorted((data_dir() / "real" / "videos").glob("*.mp4"))
     return write_synthetic_set(args.n, args.out, seed=args.seed, shard_size=args.shard_size, workers=args.workers,
-                               config=SynthConfig(crop_size=args.size), videos=videos, log=log)
+                               config=SynthConfig(crop_size=args.size, takes=tuple(str(t) for t in args.takes),
+                                                  take_share=args.take_share if args.takes else 0.0),
+                               videos=videos, log=log)
 
 
 def synthrex(args) -> dict:
@@ -45,6 +47,9 @@ def register(commands) -> None:
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     parser.add_argument("--no-video-backgrounds", action="store_true", help="procedural backgrounds only")
+    parser.add_argument("--takes", type=Path, nargs="*", default=[],
+                        help="ARKit takes (Live Link Face CSVs) whose frames give some samples' expressions")
+    parser.add_argument("--take-share", type=float, default=0.3, help="the share of samples drawn from --takes")
     parser.set_defaults(func=synth)
 
     parser = commands.add_parser("synthrex", help="generate (or find) the cached SynthREX benchmark set")

@@ -8,7 +8,8 @@ by the same renderer (eval/synthrex.py: render_views). Each method's ARKit weigh
 the Pearson correlation per video, the mean over videos; and the SynthREX region errors (mm) of the decoded meshes.
 No take is trained on: every take scored here is held out.
 
-Renders are cached per take (a digest of the file and the window) in `$SEREP_CACHE/takes-eval-v1/`.
+Renders are cached per take (a digest of the file, the window and the identity's seed) in
+`$SEREP_CACHE/takes-eval-v1/`.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ def prepare(face_model: ICTModel, path: Path, index: int) -> dict | None:
     start = busiest_window(take.weights, take.found)
     found = take.found[start:start + WINDOW]
     arkit = np.clip(fill_gaps(take.weights[start:start + WINDOW], found), 0.0, 1.0).astype(np.float32)
-    key = hashlib.sha1(path.read_bytes() + f"{VERSION} {start} {WINDOW}".encode()).hexdigest()[:16]
+    seed = EVAL_SEEDS[SEED_OFFSET + index]
+    key = hashlib.sha1(path.read_bytes() + f"{VERSION} {start} {WINDOW} {seed}".encode()).hexdigest()[:16]
     folder = cache_dir() / VERSION / key
     folder.mkdir(parents=True, exist_ok=True)
-    seed = EVAL_SEEDS[SEED_OFFSET + index]
     identity = face_model.identity_weights(seed)
     views = {yaw: folder / f"view_{yaw:+03d}.npz" for group in VIEW_GROUPS.values() for yaw in group}
     render_views(face_model, identity, ict_weights(face_model, arkit), np.random.default_rng(seed), seed,

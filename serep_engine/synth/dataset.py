@@ -37,6 +37,8 @@ class SynthConfig:
     samples_per_identity: int = 64
     occluder_probability: float = 0.15
     track: bool = True  # run mediapipe on each finished crop (the capture model's landmark input)
+    takes: tuple[str, ...] = ()  # ARKit takes (Live Link Face CSVs) whose frames give some samples' expressions
+    take_share: float = 0.0  # the share of samples with a take frame's expression instead of a sampled one
 
 
 class SynthGenerator:

@@ -40,6 +40,18 @@ def _start_worker(config, videos: list[Path], seed: int) -> None:
     backgrounds = VideoBackgrounds(videos, frames_per_video=3, size=config.render_size, seed=seed) if videos else None
     model = ExpressionModel.from_pretrained("cpu", face_model)
     _worker["generator"] = SynthGenerator(face_model, model, config, backgrounds)
+    _worker["take_weights"] = take_expressions(face_model, config.takes)
+
+
+def take_expressions(face_model, takes: tuple[str, ...]) -> np.ndarray:
+    """(N, 53) ICT expression weights of every tracked frame of the takes: real timing's co-activations (how
+    people blink, talk and smile one-sided) for the sampler to draw from."""
+    from serep_engine.contract import read_take
+    from serep_engine.eval.takes import ict_weights
+
+    rows = [read_take(path) for path in takes]
+    arkit = [np.clip(take.weights[take.found], 0.0, 1.0) for take in rows]
+    return ict_weights(face_model, np.concatenate(arkit)) if arkit else np.zeros((0, 53), np.float32)
 
 
 def _write_shard(args) -> int:
@@ -53,7 +65,11 @@ def _write_shard(args) -> int:
             identity_index = SYNTH_IDENTITY_OFFSET + shard * 1000 + i // config.samples_per_identity
             scale = rng.uniform(*config.identity_scale)
             identity = generator.identity(face_model.identity_weights(TRAIN_SEEDS[identity_index], scale))
-        samples.append(generator.render_sample(identity, rng))
+        take_weights = _worker["take_weights"]
+        weights = None
+        if len(take_weights) and rng.random() < config.take_share:
+            weights = take_weights[rng.integers(len(take_weights))]
+        samples.append(generator.render_sample(identity, rng, weights))
     arrays = {key: np.stack([s[key] for s in samples]) for key in samples[0] if key != "crop"}
     save_frames(Path(out) / f"shard_{shard:05d}.npz", [s["crop"] for s in samples], **arrays)
     return count
