@@ -1,7 +1,8 @@
 """`serep capture --preview`: a side-by-side video to judge a capture by eye. Left, the input frame with the
 capture model's 68 landmarks (green; red frame border where no face was found); right, the captured
-expression decoded onto the template head and rendered; with a target, a third panel shows the target mesh
-moved by the result's shape-key basis, turned to face the camera."""
+expression decoded onto the template head and rendered (the eyes, lashes, teeth and mouth interior, which the code
+does not move, follow the ARKit weights solved from the decoded face); with a target, a third panel shows the target
+mesh moved by the result's shape-key basis, turned to face the camera."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path
                   face_model: ICTModel, expression_model, target=None, registration=None) -> Path:
     """`target` (a TargetMesh whose vertices the result's basis moves) and its `registration` (for the view)."""
     from serep_engine.render.head import Appearance, Camera, HeadRenderer
+    from serep_engine.retarget.arkit import ARKitSolver, arkit_shapes
 
     out_path = Path(out_path)
     renderer = HeadRenderer(face_model, PANEL)
@@ -36,6 +38,8 @@ def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path
     with torch.no_grad():
         basis = expression_model.identity_basis(face_model.face_neutral).numpy()
     head = face_model.neutral.copy()
+    solver = ARKitSolver(face_model, face_model.face_neutral)
+    rest_of_head = arkit_shapes(face_model, face_model.expression_basis[:, FACE_VERTEX_COUNT:])
     target_view = None
     if target is not None:
         from serep_engine.render.mesh import MeshRenderer
@@ -59,7 +63,9 @@ def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path
             else:
                 cv2.rectangle(left, (0, 0), (left.shape[1] - 1, PANEL - 1), (255, 0, 0), 4)
             mesh = head.copy()
-            mesh[:FACE_VERTEX_COUNT] += np.tensordot(result.codes[i], basis, axes=1)
+            face = np.tensordot(result.codes[i], basis, axes=1)
+            mesh[:FACE_VERTEX_COUNT] += face
+            mesh[FACE_VERTEX_COUNT:] += np.tensordot(solver.solve(face[None])[0], rest_of_head, axes=1)
             right, _ = renderer.render(mesh, camera, appearance)
             panels = [left, right]
             if target_view is not None:

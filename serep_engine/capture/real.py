@@ -32,7 +32,7 @@ VERSION = "capture-real-v1"
 TRAIN_PHOTOS = ("helen_train",)
 FRAMES_PER_CLIP = 120
 PSEUDO_LABEL_WEIGHT = 0.5  # pseudo-labels count less than annotations; the jaw contour (0-16) not at all
-PSEUDO_CODE_VERSION = "capture-pseudo-codes-v1"
+PSEUDO_CODE_VERSION = "capture-pseudo-codes-v2"  # v2: labels with the eyelid depth prior
 # the real clips whose frames get code pseudo-labels (the longer half); the rest are held out for `serep eval real`
 PSEUDO_CODE_CLIPS = ("WDA_AlexandriaOcasioCortez_000", "WDA_KatieHill_000", "liveportrait_d10", "liveportrait_d11",
                      "liveportrait_d12", "liveportrait_d13", "liveportrait_d14", "liveportrait_d18", "liveportrait_d19",
