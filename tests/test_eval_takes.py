@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from serep_engine.contract.arkit import ARKIT_NAMES
-from serep_engine.eval.takes import SHAPES, busiest_window, evaluate_takes, ict_weights
+from serep_engine.eval.takes import SHAPES, busiest_window, evaluate_takes
+from serep_engine.facemodel.expressions import ict_weights
 
 TAKES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "arkit_takes"
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from serep_engine.contract import TAKE_SUFFIXES, TakeError, read_take
 from serep_engine.contract.arkit import ARKIT_NAMES
+from serep_engine.facemodel.expressions import ict_weights
 from serep_engine.facemodel.ict import EVAL_SEEDS, ICTModel
 from serep_engine.paths import cache_dir, data_dir
 
@@ -48,16 +49,6 @@ def busiest_window(weights: np.ndarray, found: np.ndarray, length: int = WINDOW)
         if score > best:
             best, start = score, first
     return start
-
-
-def ict_weights(face_model: ICTModel, arkit: np.ndarray) -> np.ndarray:
-    """(F, 52) ARKit weights -> (F, 53) ICT expression weights (both halves of a split shape at its weight)."""
-    from serep_engine.retarget.arkit import ict_components
-
-    out = np.zeros((len(arkit), len(face_model.expression_names)), np.float32)
-    for column, components in enumerate(ict_components(face_model)):
-        out[:, components] = arkit[:, column:column + 1]
-    return out
 
 
 def prepare(face_model: ICTModel, path: Path, index: int) -> dict | None:

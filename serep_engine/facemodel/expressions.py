@@ -88,3 +88,11 @@ def sample_expression(rng: np.random.Generator, neutral_probability: float = 0.0
 
 def sample_expressions(rng: np.random.Generator, count: int) -> np.ndarray:
     return np.stack([sample_expression(rng) for _ in range(count)])
+
+
+def ict_weights(face_model, arkit: np.ndarray) -> np.ndarray:
+    """(F, 52) ARKit weights -> (F, 53) ICT expression weights (both halves of a split shape at its weight)."""
+    from serep_engine.contract.arkit import ARKIT_NAMES, arkit_name
+
+    columns = [ARKIT_NAMES.index(arkit_name(name)) for name in face_model.expression_names]
+    return np.asarray(arkit, np.float32)[:, columns]

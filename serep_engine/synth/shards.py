@@ -47,7 +47,7 @@ def take_expressions(face_model, takes: tuple[str, ...]) -> np.ndarray:
     """(N, 53) ICT expression weights of every tracked frame of the takes: real timing's co-activations (how
     people blink, talk and smile one-sided) for the sampler to draw from."""
     from serep_engine.contract import read_take
-    from serep_engine.eval.takes import ict_weights
+    from serep_engine.facemodel.expressions import ict_weights
 
     rows = [read_take(path) for path in takes]
     arkit = [np.clip(take.weights[take.found], 0.0, 1.0) for take in rows]
