@@ -49,22 +49,27 @@ def requirements_fingerprint() -> str:
     return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "constraints.txt").read_bytes()).hexdigest()
 
 
-def ensure_system_gl() -> None:
-    """The renderer needs an EGL driver (Mesa's llvmpipe on a CPU machine): install it where it is missing
-    and this is a Debian machine we administer."""
+def ensure_system_packages() -> None:
+    """The renderer needs an EGL driver (Mesa's llvmpipe on a CPU machine) and the network test needs strace:
+    install them where they are missing and this is a Debian machine we administer."""
     import ctypes.util
 
-    if sys.platform != "linux" or ctypes.util.find_library("EGL"):
+    missing = []
+    if sys.platform == "linux" and not ctypes.util.find_library("EGL"):
+        missing += ["libegl1", "libgl1-mesa-dri", "libgbm1"]
+    if sys.platform == "linux" and not shutil.which("strace"):
+        missing.append("strace")
+    if not missing:
         return
     if shutil.which("apt-get") and os.geteuid() == 0:
         run("apt-get", "update", "-qq")
-        run("apt-get", "install", "-y", "-qq", "libegl1", "libgl1-mesa-dri", "libgbm1")
+        run("apt-get", "install", "-y", "-qq", *missing)
     else:
-        print("build.py: no EGL library found; install Mesa's EGL (e.g. libegl1 libgl1-mesa-dri) to render")
+        print(f"build.py: install {' '.join(missing)} (EGL to render, strace for the network test)")
 
 
 def setup() -> None:
-    ensure_system_gl()
+    ensure_system_packages()
     if STAMP.exists() and STAMP.read_text() == requirements_fingerprint():
         return
     if not PYTHON.exists():
@@ -116,11 +121,14 @@ EXTENSION_PLATFORMS = {  # Blender's platform -> pip's platform tags of Python 3
 EXTENSION_WHEELS = [
     "torch", "filelock", "fsspec", "jinja2", "markupsafe", "networkx", "sympy", "mpmath", "typing-extensions",
     "scipy", "opencv-contrib-python", "safetensors", "trimesh",
-    "mediapipe", "absl-py", "attrs", "flatbuffers", "protobuf", "sounddevice", "cffi", "pycparser",
+    "mediapipe", "absl-py", "certifi", "flatbuffers", "sounddevice", "cffi", "pycparser",
     "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "packaging", "pillow", "pyparsing",
     "python-dateutil", "tzdata", "moderngl", "glcontext", "threadpoolctl",
 ]
-ICT_FILES = ("ict_facekit.npz", "LICENSE", "README.md")  # the face model (MIT) the engine needs at run time
+# What the engine reads from the data folder at run time: the face model (MIT) and mediapipe's Face Landmarker
+# bundle (Apache-2.0), each with its licence.
+BUNDLED_DATA = {"ict_facekit": ("ict_facekit.npz", "LICENSE", "README.md"),
+                "mediapipe": ("face_landmarker.task", "LICENSE", "README.md")}
 
 
 def pinned_versions() -> dict[str, str]:
@@ -167,6 +175,44 @@ def download_wheels(platform: str, cuda: bool = False) -> list[Path]:
     return sorted(filter(wanted_wheel, folder.glob("*.whl")))
 
 
+def offline_mediapipe(wheel: Path) -> Path:
+    """A copy of mediapipe's wheel whose native library cannot post usage stats (serep_engine/track/offline.py),
+    its RECORD updated; kept beside the original under offline/. (A macOS dylib is code-signed: not patched.)"""
+    import base64
+    import zipfile
+
+    from serep_engine.track.offline import neutralise_file
+
+    patched = wheel.parent / "offline" / wheel.name
+    if patched.exists():
+        return patched
+    patched.parent.mkdir(exist_ok=True)
+    work = ROOT / "build" / "offline-mediapipe"
+    shutil.rmtree(work, ignore_errors=True)
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(work)
+        names = archive.namelist()
+    libraries = [name for name in names if re.search(r"libmediapipe\.(so|dll|dylib)$|mediapipe[^/]*\.dll$", name)]
+    changed = [name for name in libraries if neutralise_file(work / name)]
+    if not changed:
+        sys.exit(f"build.py: no mediapipe library with the usage-stats URL in {wheel.name}")
+    (record,) = [name for name in names if name.endswith(".dist-info/RECORD")]
+    rows = []
+    for row in (work / record).read_text().splitlines():
+        name = row.split(",")[0]
+        if name in changed:
+            content = (work / name).read_bytes()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
+            row = f"{name},sha256={digest},{len(content)}"
+        rows.append(row)
+    (work / record).write_text("\n".join(rows) + "\n")
+    with zipfile.ZipFile(patched, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in names:
+            archive.write(work / name, name)
+    shutil.rmtree(work)
+    return patched
+
+
 def extension(platforms: list[str], out: Path, cuda: bool = False) -> list[Path]:
     """Stage the add-on (serep_blender as the package root, serep_engine with its weights and the ICT-FaceKit
     model under engine/, the wheels) and let Blender's `blender_ext.py build --split-platforms` write one zip per
@@ -176,16 +222,19 @@ def extension(platforms: list[str], out: Path, cuda: bool = False) -> list[Path]
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "serep_blender", stage, ignore=ignore)
     shutil.copytree(ROOT / "serep_engine", stage / "engine" / "serep_engine", ignore=ignore)
-    ict = Path(os.environ.get("SEREP_DATA", ROOT.parent / "shared" / "data")) / "ict_facekit"
-    (stage / "engine" / "data" / "ict_facekit").mkdir(parents=True)
-    for name in ICT_FILES:
-        if not (ict / name).exists():
-            sys.exit(f"build.py: {ict / name} not found; the extension bundles the ICT-FaceKit model (set SEREP_DATA)")
-        shutil.copy2(ict / name, stage / "engine" / "data" / "ict_facekit" / name)
+    data = Path(os.environ.get("SEREP_DATA", ROOT.parent / "shared" / "data"))
+    for folder, names in BUNDLED_DATA.items():
+        (stage / "engine" / "data" / folder).mkdir(parents=True)
+        for name in names:
+            if not (data / folder / name).exists():
+                sys.exit(f"build.py: {data / folder / name} not found; the extension bundles it (set SEREP_DATA)")
+            shutil.copy2(data / folder / name, stage / "engine" / "data" / folder / name)
     (stage / "wheels").mkdir()
     wheels = []
     for platform in platforms:
         for wheel in download_wheels(platform, cuda):
+            if wheel.name.startswith("mediapipe-") and not platform.startswith("macos"):
+                wheel = offline_mediapipe(wheel)
             if not (stage / "wheels" / wheel.name).exists():
                 shutil.copy2(wheel, stage / "wheels" / wheel.name)
                 wheels.append(f"./wheels/{wheel.name}")

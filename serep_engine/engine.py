@@ -35,6 +35,7 @@ from serep_engine.device import pick_device
 from serep_engine.shapekeys.basis import compress
 from serep_engine.track.crop import invert_transform
 from serep_engine.track.filters import fill_gaps
+from serep_engine.track.tracking import BLENDSHAPE_NAMES
 from serep_engine.track.video import VideoInfo, probe
 from serep_engine.tune import REGIONS, Tuning, region_maps, tuned_codes
 
@@ -199,7 +200,7 @@ class Engine:
         last = info.frame_count if end is None else min(end, info.frame_count)
         total = max(last - start, 0)
         pose = HeadPoseEstimator(self.face_model)
-        frames, found, codes, landmarks68, poses = [], [], [], [], []
+        frames, found, codes, landmarks68, poses, blendshapes, matrices = [], [], [], [], [], [], []
         to_refine: dict[int, np.ndarray] = {}  # position -> mediapipe's points, until the position's code is refined
         identity = None  # the actor's face shape (capture/refine.py), from the clip's first REFINE_CHUNK faces
         pending: list = []  # (position, frame) waiting for a batch
@@ -244,6 +245,8 @@ class Engine:
                     position = len(frames)
                     frames.append(frame.index)
                     found.append(frame.found)
+                    blendshapes.append(frame.observation.blendshapes)
+                    matrices.append(frame.observation.matrix)
                     codes.append(None)
                     landmarks68.append(np.full((68, 2), np.nan, np.float32))
                     if frame.found:
@@ -277,7 +280,8 @@ class Engine:
         dim = self.capture_model.code_dim
         raw = np.array([c if c is not None else np.full(dim, np.nan) for c in codes], np.float32)
         return {"frames": np.array(frames), "fps": info.fps, "face_found": found, "codes_raw": raw,
-                "landmarks2d": np.stack(landmarks68).astype(np.float32), "head_pose": np.stack(poses)}
+                "landmarks2d": np.stack(landmarks68).astype(np.float32), "head_pose": np.stack(poses),
+                "tracker_blendshapes": np.stack(blendshapes), "tracker_matrix": np.stack(matrices)}
 
     def import_take(self, take: Take, target: Registration | TargetMesh | None = None,
                     options: CaptureOptions | None = None, start: int = 0, end: int | None = None,
@@ -360,6 +364,9 @@ class Engine:
             arkit = [solver.solve(np.tensordot(codes[first:first + 256], template_basis, axes=1))
                      for first in range(0, len(codes), 256)]
             extra = {"arkit_names": np.array(solver.names), "arkit_weights": np.concatenate(arkit)}
+        if "tracker_blendshapes" in tracked:
+            extra.update(tracker_blendshapes=tracked["tracker_blendshapes"],
+                         tracker_blendshape_names=np.array(BLENDSHAPE_NAMES), tracker_matrix=tracked["tracker_matrix"])
         if progress is not None:
             progress(1, 1, "retargeting", 0.0)
         return CaptureResult(frames=tracked["frames"], fps=tracked["fps"], face_found=found, codes=codes,

@@ -4,6 +4,7 @@
   repository (a checkout).
 - cache: `SEREP_CACHE` if set (the add-on's preferences set it), else `~/.cache/serep`.
 - weights: the trained models that ship inside the package.
+- the mediapipe Face Landmarker bundle (Apache-2.0): in the data folder, `mediapipe/face_landmarker.task`.
 """
 
 from __future__ import annotations
@@ -28,3 +29,10 @@ def cache_dir() -> Path:
 
 def weights_dir() -> Path:
     return PACKAGE / "weights"
+
+
+def mediapipe_model() -> Path:
+    path = data_dir() / "mediapipe" / "face_landmarker.task"
+    if not path.is_file():
+        raise FileNotFoundError(f"mediapipe's Face Landmarker bundle not found at {path} (set SEREP_DATA)")
+    return path

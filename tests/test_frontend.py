@@ -36,3 +36,26 @@ def test_front_end_crops_real_footage_steadily():
     # the crop holds the face where the synthetic crops hold it: the nose tip near the canonical point
     nose = smoothed[20].transform @ np.append(smoothed[20].landmarks[1, :2], 1)
     assert np.linalg.norm(nose - np.array([0.5, 0.57]) * 128) < 0.08 * 128
+
+
+def test_the_landmarker_reads_blendshapes_and_the_head_matrix_per_frame():
+    """The Face Landmarker's 52 blendshape scores (its own names, in its order) and its facial transformation
+    matrix (a rotation and a translation in cm) come with every tracked frame; frames without a face hold NaN."""
+    from serep_engine.track.tracking import BLENDSHAPE_NAMES, FaceTracker
+
+    if not CLIP.exists():
+        pytest.skip(f"real clips not found at {CLIP.parent}")
+    frames = list(front_end(CLIP, 0, 10))
+    scores = np.array([f.observation.blendshapes for f in frames])
+    assert scores.shape == (10, len(BLENDSHAPE_NAMES)) and ((scores >= 0) & (scores <= 1)).all()
+    matrix = frames[5].observation.matrix
+    np.testing.assert_allclose(matrix[:3, :3] @ matrix[:3, :3].T, np.eye(3), atol=1e-3)
+    assert -200 < matrix[2, 3] < -10  # the face in front of the camera, tens of cm away
+    from serep_engine.track.video import read_frames
+
+    _, rgb = next(read_frames(CLIP))
+    with FaceTracker(video=False) as tracker:
+        (names,) = [[c.category_name for c in face] for face in tracker._detect(rgb, still=True).face_blendshapes]
+        nothing = tracker.track(np.zeros((64, 64, 3), np.uint8))
+    assert tuple(names) == BLENDSHAPE_NAMES
+    assert not nothing.found and np.isnan(nothing.blendshapes).all() and np.isnan(nothing.matrix).all()

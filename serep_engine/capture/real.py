@@ -6,7 +6,7 @@
   never trained on.
 - Frames of the real clips with mediapipe's landmarks as pseudo-labels: the 68 iBUG points are read off
   mediapipe's mesh through the template (`mediapipe_to_68`).
-Built once into `$SEREP_CACHE/capture-real-v1/` as frame packs (JPEG crops + arrays).
+Built once into `$SEREP_CACHE/capture-real-v2/` as frame packs (JPEG crops + arrays).
 
 `build_pseudo_code_set`: real crops with *expression* pseudo-labels, the codes the landmark refinement
 (capture/refine.py) reads from mediapipe's points with a capture model's codes as the prior. The network reads real
@@ -28,7 +28,7 @@ from serep_engine.paths import cache_dir, data_dir
 from serep_engine.synth.shards import load_frames, save_frames
 from serep_engine.track.crop import CANONICAL_POINTS, crop_face, similarity_to_crop, transform_points
 
-VERSION = "capture-real-v1"
+VERSION = "capture-real-v2"  # v2: pseudo-labels from the Tasks Face Landmarker
 TRAIN_PHOTOS = ("helen_train",)
 FRAMES_PER_CLIP = 120
 PSEUDO_LABEL_WEIGHT = 0.5  # pseudo-labels count less than annotations; the jaw contour (0-16) not at all

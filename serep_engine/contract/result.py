@@ -3,13 +3,16 @@
 An `.npz` (never pickled) with
     frames (F,) int, fps (), face_found (F,) bool, codes (F, D), head_pose (F, 6),
     basis (K, V, 3) float32 displacements on the target mesh's vertices, weights (F, K),
-and optionally arkit_names (52,) str, arkit_weights (F, 52), landmarks2d (F, L, 2) image pixels, and
+and optionally arkit_names (52,) str, arkit_weights (F, 52), landmarks2d (F, L, 2) image pixels,
 codes_raw (F, D): the codes before temporal smoothing (frames without a face filled as the gaps option
 says). What a re-bake without the engine needs (`serep_engine/tune`): code_basis (D, V, 3), the target's
 displacement per code unit (decoding is linear: a frame's displacement is codes[f] @ code_basis), and
 region_names (R,) str with region_maps (R, D, D), the part of a code each face region's ARKit shapes carry
 (codes @ region_maps[r]; see `tune/strength.py`), and target_scale (), the target's units per template
-centimetre (shape-key tolerances are stated in the template's cm).
+centimetre (shape-key tolerances are stated in the template's cm); and what the tracker (mediapipe's Face
+Landmarker) itself read per frame, NaN without a face: tracker_blendshapes (F, 52) scores in [0, 1] named by
+tracker_blendshape_names (52,) str (`_neutral` and 51 ARKit names; no tongueOut), tracker_matrix (F, 4, 4) its
+facial transformation matrix (canonical face in cm -> camera; in a 4K search window, that window's camera).
 head_pose is a rotation vector (radians) and a translation (cm) in OpenCV's camera frame (x right, y down,
 z forward).
 Per frame, the displacement of the target is weights[f] @ basis. `load` validates everything it reads.
@@ -26,9 +29,9 @@ import numpy as np
 from serep_engine.cache import write_atomically
 
 OPTIONAL = ("arkit_names", "arkit_weights", "landmarks2d", "codes_raw", "code_basis", "region_names",
-            "region_maps", "target_scale")
+            "region_maps", "target_scale", "tracker_blendshapes", "tracker_blendshape_names", "tracker_matrix")
 # numpy dtype kinds; the rest are real numbers
-KINDS = {"frames": "iu", "face_found": "b", "arkit_names": "U", "region_names": "U"}
+KINDS = {"frames": "iu", "face_found": "b", "arkit_names": "U", "region_names": "U", "tracker_blendshape_names": "U"}
 
 
 class ResultFileError(ValueError):
@@ -52,6 +55,9 @@ class CaptureResult:
     region_names: np.ndarray | None = None
     region_maps: np.ndarray | None = None
     target_scale: float | None = None
+    tracker_blendshapes: np.ndarray | None = None
+    tracker_blendshape_names: np.ndarray | None = None
+    tracker_matrix: np.ndarray | None = None
 
     def __post_init__(self):
         self.frames = np.asarray(self.frames, np.int64)
@@ -118,6 +124,16 @@ class CaptureResult:
             check(self.region_names.ndim == 1 and self.region_maps.shape == (len(self.region_names), d, d),
                   "region_names must be 1-D and region_maps (R, D, D)")
             check(bool(np.isfinite(self.region_maps).all()), "region_maps holds NaN or infinite values")
+        check((self.tracker_blendshapes is None) == (self.tracker_blendshape_names is None),
+              "tracker_blendshapes and tracker_blendshape_names come together")
+        if self.tracker_blendshapes is not None:
+            self.tracker_blendshapes = np.asarray(self.tracker_blendshapes, np.float32)
+            self.tracker_blendshape_names = np.asarray(self.tracker_blendshape_names, str)
+            check(self.tracker_blendshapes.shape == (f, len(self.tracker_blendshape_names)),
+                  "tracker_blendshapes must be (F, len(tracker_blendshape_names))")
+        if self.tracker_matrix is not None:
+            self.tracker_matrix = np.asarray(self.tracker_matrix, np.float32)
+            check(self.tracker_matrix.shape == (f, 4, 4), f"tracker_matrix must have shape ({f}, 4, 4)")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a failed write leaves no partial result behind."""

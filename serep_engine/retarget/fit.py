@@ -47,7 +47,7 @@ from serep_engine.retarget.landmarks import (
     umeyama,
 )
 
-FIT_VERSION = "fit-v4"
+FIT_VERSION = "fit-v5"  # v5: landmarks from the Tasks Face Landmarker (mediapipe 1.2.3)
 IDENTITY_PRIOR = 0.05  # weight of ||w||^2 against ~9000 point-to-plane residuals (cm^2): a light hand
 LANDMARK_WEIGHT_AUTO = 0.3  # per landmark, relative to one surface match (mediapipe is a few mm off)
 LANDMARK_WEIGHT_GIVEN = 3.0

@@ -20,7 +20,7 @@ import numpy as np
 
 from serep_engine.track.crop import crop_face, similarity_to_crop
 from serep_engine.track.filters import OneEuroFilter
-from serep_engine.track.tracking import FaceTracker
+from serep_engine.track.tracking import FaceObservation, FaceTracker
 from serep_engine.track.video import VideoInfo, probe, read_frames
 
 # mediapipe face-mesh indices: both irises' centres, the nose tip, both mouth corners.
@@ -38,10 +38,17 @@ def five_points_from_mediapipe(landmarks: np.ndarray) -> np.ndarray:
 @dataclass
 class FrontEndFrame:
     index: int
-    found: bool
     crop: np.ndarray | None  # (S, S, 3) RGB uint8, None without a face
     transform: np.ndarray | None  # 2x3 image -> crop
-    landmarks: np.ndarray  # (478, 3) image pixels, NaN without a face
+    observation: FaceObservation  # the tracker's: landmarks (478, 3) image pixels, blendshapes, matrix
+
+    @property
+    def found(self) -> bool:
+        return self.observation.found
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        return self.observation.landmarks
 
     @property
     def crop_landmarks(self) -> np.ndarray:
@@ -57,7 +64,7 @@ class LiveFrontEnd:
 
     def __init__(self, fps: float = 30.0, crop_size: int = 256, crop_smoothing: float = 1.0):
         self.crop_size = crop_size
-        self.tracker = FaceTracker(video=True)
+        self.tracker = FaceTracker(video=True, fps=fps)
         self.points_filter = OneEuroFilter.with_strength(fps, crop_smoothing, cutoff=1.5, beta=0.02)
         self.count = 0
 
@@ -71,12 +78,12 @@ class LiveFrontEnd:
         if not observation.found:
             if self.points_filter:
                 self.points_filter.reset()
-            return FrontEndFrame(index, False, None, None, observation.landmarks)
+            return FrontEndFrame(index, None, None, observation)
         points = five_points_from_mediapipe(observation.landmarks)
         if self.points_filter:
             points = self.points_filter(points)
         transform = similarity_to_crop(points, self.crop_size)
-        return FrontEndFrame(index, True, crop_face(rgb, transform, self.crop_size), transform, observation.landmarks)
+        return FrontEndFrame(index, crop_face(rgb, transform, self.crop_size), transform, observation)
 
 
 def ahead(items: Iterable, depth: int = 4) -> Iterator:

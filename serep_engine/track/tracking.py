@@ -1,7 +1,13 @@
-"""The tracking front end: mediapipe's face mesh (478 landmarks, with irises) per frame.
+"""The tracking front end: mediapipe's Face Landmarker (Tasks API, mediapipe >= 1.2) per frame: 478 landmarks
+(with irises), 52 blendshape scores (`_neutral` and 51 ARKit names) and the facial transformation matrix.
 
-In video mode mediapipe tracks between frames. With several faces in view it follows the main track:
-the face nearest to the previous frame's, else the largest. Frames without a face are flagged.
+The model bundle (`face_landmarker.task`, Apache-2.0) is read by path from the data folder: `../shared/data` in a
+checkout, the extension's own copy when installed (`paths.mediapipe_model`). Nothing is downloaded, and mediapipe's
+usage-stats upload is switched off before a landmarker is made (`track/offline.py`).
+
+Clips use VIDEO mode (timestamps from the stream's fps), photos and renders IMAGE mode. With several faces in view
+the tracker follows the main track: the face nearest to the previous frame's, else the largest. Frames without a
+face are flagged.
 
 Mediapipe's face detector sees the whole frame shrunk to 128 pixels, so it misses a face smaller than about a
 tenth of a large frame (a person at a distance in 4K). In frames of 1920 pixels or more where the whole frame
@@ -11,13 +17,29 @@ followed in a window four times its size, re-centred as it moves.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
+from serep_engine.paths import mediapipe_model
+
 N_LANDMARKS = 478
 IRIS_LANDMARKS = range(468, 478)  # on the eyeballs, not on the face template
 SEARCH_FROM = 1920  # longest side (pixels) from which frames without a face are searched window by window
+# The Landmarker's blendshape categories, in its order.
+BLENDSHAPE_NAMES = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
+    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
+    "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
+    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight",
+    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
+    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker",
+    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
+    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight",
+)
 
 
 @dataclass
@@ -25,21 +47,56 @@ class FaceObservation:
     found: bool
     landmarks: np.ndarray  # (478, 3): x, y in pixels, z in pixels (mediapipe's relative depth x width)
     box: np.ndarray  # (4,) x0, y0, x1, y1 in pixels
+    blendshapes: np.ndarray  # (52,) scores in BLENDSHAPE_NAMES order (NaN without a face)
+    matrix: np.ndarray  # (4, 4) canonical face (cm) -> camera of the tracked view (NaN without a face)
+
+    @classmethod
+    def none(cls) -> FaceObservation:
+        return cls(False, np.full((N_LANDMARKS, 3), np.nan, np.float32), np.full(4, np.nan),
+                   np.full(len(BLENDSHAPE_NAMES), np.nan, np.float32), np.full((4, 4), np.nan, np.float32))
 
 
 class FaceTracker:
-    def __init__(self, video: bool = True, max_faces: int = 2, min_confidence: float = 0.5):
-        import mediapipe as mp
+    """`video`: frames of one stream, in order, at `fps` (VIDEO mode); else independent images (IMAGE mode)."""
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=not video, max_num_faces=max_faces, refine_landmarks=True,
-            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
-        )
+    def __init__(self, video: bool = True, max_faces: int = 2, min_confidence: float = 0.5, fps: float = 30.0):
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        from serep_engine.track.offline import ensure_offline
+
+        ensure_offline()
+        self._image = mp.Image
+        self._srgb = mp.ImageFormat.SRGB
+
+        def landmarker(mode):
+            options = vision.FaceLandmarkerOptions(
+                base_options=BaseOptions(model_asset_path=str(mediapipe_model())), running_mode=mode,
+                num_faces=max_faces, min_face_detection_confidence=min_confidence,
+                min_face_presence_confidence=min_confidence, min_tracking_confidence=min_confidence,
+                output_face_blendshapes=True, output_facial_transformation_matrixes=True)
+            with _quiet_native_logs():
+                made = vision.FaceLandmarker.create_from_options(options)
+                if mode == vision.RunningMode.IMAGE:  # the graph's start-up notices come with the first frame
+                    made.detect(self._image(image_format=self._srgb, data=np.zeros((64, 64, 3), np.uint8)))
+            return made
+
+        self._make = landmarker
+        self._video = landmarker(vision.RunningMode.VIDEO) if video else None
+        self._still = None if video else landmarker(vision.RunningMode.IMAGE)  # made on first use with video
+        self._image_mode = vision.RunningMode.IMAGE
+        self._frame_ms = 1000.0 / fps
+        self._frames = 0
+        self._last_ms = -1
         self._previous_centre: np.ndarray | None = None
         self._window: tuple[int, int, int, int] | None = None  # where a small face in a large frame is followed
 
     def close(self) -> None:
-        self._mesh.close()
+        """Close it (or use `with`): mediapipe's own __del__ fails when Python exits with a landmarker open."""
+        for landmarker in (self._video, self._still):
+            if landmarker is not None:
+                landmarker.close()
+        self._video = self._still = None
 
     def __enter__(self):
         return self
@@ -47,18 +104,30 @@ class FaceTracker:
     def __exit__(self, *exc):
         self.close()
 
+    def _detect(self, rgb: np.ndarray, still: bool):
+        """The Landmarker's result on one RGB view: VIDEO mode for the stream's own view, IMAGE for searches."""
+        image = self._image(image_format=self._srgb, data=np.ascontiguousarray(rgb, np.uint8))  # views misread
+        if still or self._video is None:
+            if self._still is None:
+                self._still = self._make(self._image_mode)
+            return self._still.detect(image)
+        self._last_ms = max(round(self._frames * self._frame_ms), self._last_ms + 1)  # strictly increasing
+        return self._video.detect_for_video(image, self._last_ms)
+
     def faces(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Boxes (x0, y0, x1, y1) of every face in one frame."""
         height, width = rgb.shape[:2]
-        result = self._mesh.process(rgb)
         boxes = []
-        for face in result.multi_face_landmarks or []:
-            points = np.array([(p.x * width, p.y * height) for p in face.landmark])
+        for face in self._detect(rgb, still=True).face_landmarks:
+            points = np.array([(p.x * width, p.y * height) for p in face])
             boxes.append(np.concatenate([points.min(0), points.max(0)]))
         return boxes
 
     def track(self, rgb: np.ndarray) -> FaceObservation:
-        """One RGB uint8 frame (H, W, 3) -> the main face's landmarks."""
+        """One RGB uint8 frame (H, W, 3) -> the main face's landmarks, blendshapes and matrix."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3:  # the Landmarker stays broken after a frame of another layout
+            raise ValueError(f"expected an RGB frame (H, W, 3), got shape {rgb.shape}")
+        self._frames += 1
         height, width = rgb.shape[:2]
         if self._window is not None:
             observation = self._track_in(rgb, self._window)
@@ -70,21 +139,21 @@ class FaceTracker:
         if observation.found or max(width, height) < SEARCH_FROM:
             return observation
         for window in _search_windows(width, height):
-            found = self._track_in(rgb, window)
+            found = self._track_in(rgb, window, still=True)
             if found.found:
                 self._follow(found, width, height)
                 return found
         return observation
 
-    def _track_in(self, rgb: np.ndarray, window: tuple[int, int, int, int]) -> FaceObservation:
+    def _track_in(self, rgb: np.ndarray, window: tuple[int, int, int, int], still: bool = False) -> FaceObservation:
         """The main face in one window (x0, y0, x1, y1) of the frame, in the frame's pixels."""
         x0, y0, x1, y1 = window
-        result = self._mesh.process(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
-        if not result.multi_face_landmarks:
-            return FaceObservation(False, np.full((N_LANDMARKS, 3), np.nan, np.float32), np.full(4, np.nan))
+        result = self._detect(rgb[y0:y1, x0:x1], still)
+        if not result.face_landmarks:
+            return FaceObservation.none()
         width, height = x1 - x0, y1 - y0
-        faces = [np.array([(p.x * width + x0, p.y * height + y0, p.z * width) for p in face.landmark], np.float32)
-                 for face in result.multi_face_landmarks]
+        faces = [np.array([(p.x * width + x0, p.y * height + y0, p.z * width) for p in face], np.float32)
+                 for face in result.face_landmarks]
         boxes = [np.concatenate([f[:, :2].min(0), f[:, :2].max(0)]) for f in faces]
         if self._previous_centre is not None and len(faces) > 1:
             distances = [np.linalg.norm((b[:2] + b[2:]) / 2 - self._previous_centre) for b in boxes]
@@ -92,7 +161,9 @@ class FaceTracker:
         else:
             main = int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
         self._previous_centre = (boxes[main][:2] + boxes[main][2:]) / 2
-        return FaceObservation(True, faces[main], boxes[main])
+        blendshapes = np.array([c.score for c in result.face_blendshapes[main]], np.float32)
+        matrix = np.asarray(result.facial_transformation_matrixes[main], np.float32)
+        return FaceObservation(True, faces[main], boxes[main], blendshapes, matrix)
 
     def _follow(self, observation: FaceObservation, width: int, height: int) -> None:
         """Keep (or re-centre) a window four times the face's size around it; none once the face is large."""
@@ -109,6 +180,20 @@ class FaceTracker:
         x0 = int(np.clip(centre[0] - side / 2, 0, width - side))
         y0 = int(np.clip(centre[1] - side / 2, 0, height - side))
         self._window = (x0, y0, x0 + side, y0 + side)
+
+
+@contextmanager
+def _quiet_native_logs():
+    """mediapipe's C++ start-up notices ("Created TensorFlow Lite XNNPACK delegate", ...) go to file descriptor 2
+    and no setting silences them: the descriptor points at the null device while a landmarker starts."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _search_windows(width: int, height: int):
