@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from serep_engine.cli import capture, common, data, evaluate, train
+from serep_engine.cli import capture, common, data, evaluate, export_onnx, train
 
 
 def bench(args) -> dict:
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serep", description="SEREP engine: semantic facial expression capture")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (train, evaluate, data, capture):
+    for module in (train, evaluate, data, capture, export_onnx):
         module.register(commands)
     _register_bench(commands)
     return parser
