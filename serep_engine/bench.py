@@ -244,8 +244,8 @@ def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: P
     started = time.perf_counter()
     if weights is None:
         engine = Engine.from_pretrained(device, backend=backend)
-    else:  # the same as from_pretrained, with another capture model (ONNX: its folder's capture_model.onnx)
-        backend, chosen = pick_backend(device, backend)
+    else:  # as from_pretrained, with another capture model: torch's unless --backend onnx (its capture_model.onnx)
+        backend, chosen = pick_backend(device, "torch" if backend == "auto" else backend)
         if backend == "onnx":
             from serep_engine.capture.runtime import OnnxCaptureModel as Model
         else:
