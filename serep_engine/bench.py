@@ -14,7 +14,8 @@ The last stdout line (**contract**, issue 7):
 - bake_s_1000f_20kv: the add-on's BASIS bake of 1000 frames x 64 keys onto a 20k-vertex mesh in Blender
   (benchmarks/bench_bake.py in a child process with the bpy module; null where bpy or the script is missing).
 - model_fps_batched: the capture model alone on batches already on the device (mixed precision on CUDA with
-  torch); `backend` says what ran it (torch or ONNX Runtime, `--backend`).
+  torch); `backend` says what ran it (torch or ONNX Runtime, `--backend`). The ONNX graph averages each frame with
+  its mirror image, as `predict` does (twice the network's work); torch's number is the network alone, once.
 """
 
 from __future__ import annotations
@@ -278,7 +279,8 @@ def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: P
             "bake_s_1000f_20kv": bake_s, "stages_ms": stages, "device": engine.device, "backend": engine.backend,
             "cores": os.cpu_count(), "per_clip_s": per_clip, "clips": runs,
             "model_fps_batched": {"batch": batch, "fps": round(model_fps, 1),
-                                  "mixed_precision": engine.device == "cuda" and engine.backend == "torch"},
+                                  "mixed_precision": engine.device == "cuda" and engine.backend == "torch",
+                                  "mirror_averaged": engine.backend == "onnx"},
             "paper_fps_ratio": round(runs["720p"]["fps"] / 38.3, 2), "target_vertices": len(target.vertices),
             "weights": str(weights) if weights else "shipped", "track_workers": track_workers,
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}

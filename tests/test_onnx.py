@@ -161,3 +161,21 @@ def test_worker_job_runs_without_torch(torch_capture, tmp_path):
     result = CaptureResult.load(tmp_path / "result.npz")
     assert_same_capture(result, reference)
     assert result.arkit_weights.shape == (FRAMES, 52) and result.region_maps is not None
+
+
+def test_run_time_modules_import_without_torch(tmp_path):
+    """Everything but training, evaluation, the torch capture model and its export imports without torch."""
+    code = ("import importlib, json, pkgutil, serep_engine\n"
+            "failed = []\n"
+            "for module in pkgutil.walk_packages(serep_engine.__path__, 'serep_engine.'):\n"
+            "    try:\n"
+            "        module.name.endswith('__main__') or importlib.import_module(module.name)\n"
+            "    except ImportError:\n"
+            "        failed.append(module.name)\n"
+            "print(json.dumps(failed))")
+    done = run_without_torch(code, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    needs_torch = {"serep_engine.capture.export", "serep_engine.capture.model", "serep_engine.capture.train",
+                   "serep_engine.expression.model", "serep_engine.expression.train"}
+    failed = set(json.loads(done.stdout.splitlines()[-1]))
+    assert {m for m in failed if m.split(".")[1] not in ("eval", "synth")} == needs_torch
