@@ -13,7 +13,9 @@ The last stdout line (**contract**, issue 7):
   `per_clip_s` has it whole.
 - bake_s_1000f_20kv: the add-on's BASIS bake of 1000 frames x 64 keys onto a 20k-vertex mesh in Blender
   (benchmarks/bench_bake.py in a child process with the bpy module; null where bpy or the script is missing).
-- model_fps_batched: the capture model alone on batches already on the device (mixed precision on CUDA).
+- model_fps_batched: the capture model alone on batches already on the device (mixed precision on CUDA with
+  torch); `backend` says what ran it (torch or ONNX Runtime, `--backend`). The ONNX graph averages each frame with
+  its mirror image, as `predict` does (twice the network's work); torch's number is the network alone, once.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from serep_engine.paths import data_dir
 
@@ -129,10 +130,9 @@ def stage_times(engine, clip: Path, target, options, max_frames: int | None = No
     found = np.ones(len(raw), bool)
     smoothed = smooth_codes(fill_gaps(raw, found), info.fps, options.smoothing, found)
     per_clip["smooth_s"] = time.perf_counter() - started
-    with torch.no_grad():
-        started = time.perf_counter()
-        template_basis = engine.expression_model.identity_basis(registration.neutral).numpy()
-        per_clip["dmesh_decode_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    template_basis = engine.expression_model.identity_basis(registration.neutral)
+    per_clip["dmesh_decode_s"] = time.perf_counter() - started
     started = time.perf_counter()
     user_basis = registration.to_user(template_basis)
     per_clip["transfer_s"] = time.perf_counter() - started
@@ -169,7 +169,11 @@ def end_to_end(engine, clip: Path, target, options, repeats: int, max_frames: in
 
 def model_throughput(capture_model, batch: int, seconds: float = 3.0) -> float:
     """Frames per second of the capture network alone on batches already on its device (fp16 autocast and
-    channels-last on CUDA), after a warm-up."""
+    channels-last on CUDA with torch), after a warm-up."""
+    if capture_model.backend == "onnx":
+        return _onnx_throughput(capture_model, batch, seconds)
+    import torch
+
     config, device = capture_model.config, capture_model.device
     net = capture_model.net
     images = torch.rand(batch, 3, config.source_size, config.source_size, device=device)
@@ -196,6 +200,21 @@ def model_throughput(capture_model, batch: int, seconds: float = 3.0) -> float:
     return done / elapsed
 
 
+def _onnx_throughput(capture_model, batch: int, seconds: float) -> float:
+    size = capture_model.config.source_size
+    rng = np.random.default_rng(0)
+    inputs = {"images": rng.random((batch, 3, size, size), dtype=np.float32),
+              "points": rng.uniform(-1, 1, (batch, 478, 2)).astype(np.float32)}
+    for _ in range(3):
+        capture_model.session.run(None, inputs)
+    done, elapsed, started = 0, 0.0, time.perf_counter()
+    while elapsed < seconds:
+        capture_model.session.run(None, inputs)
+        done += batch
+        elapsed = time.perf_counter() - started
+    return done / elapsed
+
+
 def blender_bake(frames: int = 1000, vertices: int = 20000, keys: int = 64, repeat: int = 3,
                  log=None) -> float | None:
     """Median seconds of the add-on's BASIS bake in real Blender (a child process), None where it cannot run."""
@@ -214,11 +233,10 @@ def blender_bake(frames: int = 1000, vertices: int = 20000, keys: int = 64, repe
 
 def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: Path | None = None,
               repeats: int = 3, max_frames: int | None = None, weights: Path | None = None,
-              bake: bool = True, track_workers: int | None = None, log=None) -> dict:
-    from serep_engine.capture.model import CaptureModel
-    from serep_engine.device import pick_device
+              bake: bool = True, track_workers: int | None = None, log=None, backend: str = "auto") -> dict:
+    from serep_engine.device import pick_backend
     from serep_engine.engine import CaptureOptions, Engine, engine_threads
-    from serep_engine.expression.model import ExpressionModel
+    from serep_engine.expression.decoder import ExpressionDecoder
     from serep_engine.facemodel.ict import ICTModel
 
     log = log or (lambda message: None)
@@ -226,15 +244,20 @@ def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: P
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     if weights is None:
-        engine = Engine.from_pretrained(device)
-    else:  # the same as from_pretrained, with another capture model
-        chosen, face_model = pick_device(device), ICTModel.load()
-        engine = Engine(face_model, ExpressionModel.from_pretrained("cpu", face_model),
-                        CaptureModel.load(weights, device=chosen), chosen)
+        engine = Engine.from_pretrained(device, backend=backend)
+    else:  # as from_pretrained, with another capture model: torch's unless --backend onnx (its capture_model.onnx)
+        backend, chosen = pick_backend(device, "torch" if backend == "auto" else backend)
+        if backend == "onnx":
+            from serep_engine.capture.runtime import OnnxCaptureModel as Model
+        else:
+            from serep_engine.capture.model import CaptureModel as Model
+        face_model = ICTModel.load()
+        engine = Engine(face_model, ExpressionDecoder.from_pretrained(face_model), Model.load(weights, device=chosen),
+                        chosen)
     load_s = time.perf_counter() - started
     target = bench_target(engine.face_model)
     if track_workers is None:  # on a GPU machine the CPU cores track chunks in parallel; a laptop uses threads
-        track_workers = 1 if engine.device.type == "cpu" else max(1, (os.cpu_count() or 1) // 2)
+        track_workers = 1 if engine.device == "cpu" else max(1, (os.cpu_count() or 1) // 2)
     options = CaptureOptions(track_workers=track_workers)
     log(f"bench: target mesh {len(target.vertices)} vertices; stages on {clips['720p'].name}")
     stages, per_clip = stage_times(engine, clips["720p"], target, options, max_frames)
@@ -243,7 +266,7 @@ def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: P
     for label, clip in clips.items():
         log(f"bench: end to end on {clip.name}")
         runs[label] = end_to_end(engine, clip, target, options, repeats, max_frames)
-    batch = 512 if engine.device.type == "cuda" else 64
+    batch = 512 if engine.device == "cuda" else 64
     log("bench: capture model alone")
     with engine_threads():
         model_fps = model_throughput(engine.capture_model, batch)
@@ -253,10 +276,11 @@ def run_bench(device: str = "auto", clip_720p: Path | None = None, clip_1080p: P
         bake_s = blender_bake(log=log)
     return {"e2e_fps_720p": runs["720p"]["fps"], "realtime_factor_720p": runs["720p"]["realtime_factor"],
             "e2e_fps_1080p": runs["1080p"]["fps"], "peak_rss_mb": round(peak_rss_mb(), 1),
-            "bake_s_1000f_20kv": bake_s, "stages_ms": stages, "device": engine.device.type,
+            "bake_s_1000f_20kv": bake_s, "stages_ms": stages, "device": engine.device, "backend": engine.backend,
             "cores": os.cpu_count(), "per_clip_s": per_clip, "clips": runs,
             "model_fps_batched": {"batch": batch, "fps": round(model_fps, 1),
-                                  "mixed_precision": engine.device.type == "cuda"},
+                                  "mixed_precision": engine.device == "cuda" and engine.backend == "torch",
+                                  "mirror_averaged": engine.backend == "onnx"},
             "paper_fps_ratio": round(runs["720p"]["fps"] / 38.3, 2), "target_vertices": len(target.vertices),
             "weights": str(weights) if weights else "shipped", "track_workers": track_workers,
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}

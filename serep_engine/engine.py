@@ -17,6 +17,7 @@ shape-key basis with per-frame weights.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,12 +27,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from serep_engine.cache import cached_array
 from serep_engine.contract import CaptureResult, JobOptions, Take, TakeError
 from serep_engine.contract.arkit import ARKIT_NAMES
-from serep_engine.device import pick_device
+from serep_engine.device import pick_backend, thread_count
+from serep_engine.expression.decoder import ExpressionDecoder
 from serep_engine.shapekeys.basis import compress
 from serep_engine.track.crop import invert_transform
 from serep_engine.track.filters import fill_gaps
@@ -87,26 +88,42 @@ class FrameCapture:
 
 
 class Engine:
-    def __init__(self, face_model, expression_model, capture_model, device: torch.device):
+    """`capture_model`: a torch `CaptureModel` or an ONNX Runtime `OnnxCaptureModel`; `expression_model`: the torch
+    `ExpressionModel` or its numpy `ExpressionDecoder` (the engine runs the decoder either way); `device`: "cpu" or
+    "cuda" (or a torch device)."""
+
+    def __init__(self, face_model, expression_model, capture_model, device):
         self.face_model = face_model
-        self.expression_model = expression_model
+        self.expression_model = ExpressionDecoder.of(expression_model)
         self.capture_model = capture_model
-        self.device = device
+        self.device = str(getattr(device, "type", device))
         self._live = None
         self._region_maps: np.ndarray | None = None
         self._refiner = None
         self._model_digest: str | None = None  # of the expression model's weights, for the identity-basis cache
 
+    @property
+    def backend(self) -> str:
+        """"torch" or "onnx": what runs the capture model."""
+        return self.capture_model.backend
+
     @classmethod
-    def from_pretrained(cls, device: str = "auto", face_model=None) -> Engine:
-        from serep_engine.capture.model import CaptureModel
-        from serep_engine.expression.model import ExpressionModel
+    def from_pretrained(cls, device: str = "auto", face_model=None, backend: str = "auto") -> Engine:
+        """The shipped models. The backend is picked once (device.pick_backend): torch on a CUDA GPU, else ONNX
+        Runtime when installed (the Blender extension ships no torch), else torch on the CPU."""
         from serep_engine.facemodel.ict import ICTModel
 
-        device = pick_device(device)
+        backend, device = pick_backend(device, backend)
+        if backend == "onnx":
+            from serep_engine.capture.runtime import OnnxCaptureModel
+
+            capture_model = OnnxCaptureModel.from_pretrained(device)
+        else:
+            from serep_engine.capture.model import CaptureModel
+
+            capture_model = CaptureModel.from_pretrained(device)
         face_model = face_model or ICTModel.load()
-        return cls(face_model, ExpressionModel.from_pretrained("cpu", face_model),
-                   CaptureModel.from_pretrained(device), device)
+        return cls(face_model, ExpressionDecoder.from_pretrained(face_model), capture_model, device)
 
     def identity_basis(self, neutral: np.ndarray) -> np.ndarray:
         """(D, 9409, 3) float32: the expression model decoded onto one identity (its neutral in template topology),
@@ -116,20 +133,12 @@ class Engine:
 
         from serep_engine.paths import cache_dir
 
-
         if self._model_digest is None:
-            digest = hashlib.sha256()
-            for name, tensor in self.expression_model.state_dict().items():
-                digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
-            self._model_digest = digest.hexdigest()
+            self._model_digest = self.expression_model.digest()
         neutral = np.ascontiguousarray(neutral)
         key = hashlib.sha256(f"{self._model_digest}{neutral.dtype}{neutral.shape}".encode() + neutral.tobytes())
-
-        def decode() -> np.ndarray:
-            with torch.no_grad():
-                return self.expression_model.identity_basis(neutral).numpy().astype(np.float32)
-
-        return cached_array(cache_dir() / "identity-bases" / f"{key.hexdigest()[:32]}.npy", decode)
+        return cached_array(cache_dir() / "identity-bases" / f"{key.hexdigest()[:32]}.npy",
+                            lambda: self.expression_model.identity_basis(neutral))
 
     # -- per frame (live use) --------------------------------------------------------------------------
     def capture_frame(self, rgb: np.ndarray, fps: float = 30.0) -> FrameCapture:
@@ -156,8 +165,7 @@ class Engine:
         from serep_engine.capture.refine import LandmarkRefiner
 
         if self._refiner is None:
-            with torch.no_grad():
-                self._refiner = LandmarkRefiner(self.face_model, self.identity_basis(self.face_model.face_neutral))
+            self._refiner = LandmarkRefiner(self.face_model, self.identity_basis(self.face_model.face_neutral))
         return self._refiner
 
     # -- whole clips ----------------------------------------------------------------------------------
@@ -188,8 +196,8 @@ class Engine:
               should_stop: Callable[[], bool] | None = None) -> dict:
         """Front end + capture model over the clip's range: per-frame raw codes, landmarks, pose, flags.
 
-        Three stages overlap (OpenCV, mediapipe's graph and torch release the GIL): a thread decodes frames
-        ahead, this thread tracks, crops and fits the head pose, and a model thread runs the capture model
+        Three stages overlap (OpenCV, mediapipe's graph, torch and ONNX Runtime release the GIL): a thread decodes
+        frames ahead, this thread tracks, crops and fits the head pose, and a model thread runs the capture model
         on batches of crops, at most two batches behind. With `options.track_workers` > 1, processes decode
         and track chunks of the clip in parallel instead (track/frontend.py: parallel_front_end)."""
         from serep_engine.track.frontend import front_end, parallel_front_end
@@ -326,9 +334,7 @@ class Engine:
 
         shapes = arkit_shapes(self.face_model, self.face_model.face_expression_basis)
         basis = self.identity_basis(self.face_model.face_neutral)
-        with torch.no_grad():
-            return self.expression_model.encode_displacements(torch.from_numpy(shapes),
-                                                              torch.from_numpy(basis)).numpy()
+        return self.expression_model.encode_displacements(shapes.astype(np.float32), basis)
 
     def retarget(self, tracked: dict, registration: Registration | None, options: CaptureOptions,
                  progress: ProgressFn | None = None) -> CaptureResult:
@@ -342,12 +348,11 @@ class Engine:
         head_pose = fill_gaps(tracked["head_pose"], found, options.gaps)
         if progress is not None:
             progress(0, 1, "retargeting", 0.0)
-        with torch.no_grad():
-            if registration is None:
-                template_basis = user_basis = self.identity_basis(self.face_model.face_neutral)
-            else:
-                template_basis = self.identity_basis(registration.neutral)
-                user_basis = registration.to_user(template_basis)
+        if registration is None:
+            template_basis = user_basis = self.identity_basis(self.face_model.face_neutral)
+        else:
+            template_basis = self.identity_basis(registration.neutral)
+            user_basis = registration.to_user(template_basis)
         tolerance = options.tolerance_cm * (1.0 if registration is None else registration.scale_to_user)
         basis, weights, _ = compress(user_basis, codes, tolerance, options.max_keys)
         extra = {}
@@ -385,26 +390,29 @@ class Engine:
     def region_maps(self) -> np.ndarray:
         """(5, D, D): the part of a code each face region's ARKit shapes carry (tune/strength.py); cached."""
         if self._region_maps is None:
-            with torch.no_grad():
-                template_basis = self.identity_basis(self.face_model.face_neutral)
+            template_basis = self.identity_basis(self.face_model.face_neutral)
             self._region_maps = region_maps(self.arkit_codes(), ARKIT_NAMES, template_basis)
         return self._region_maps
 
 
 @contextmanager
 def engine_threads():
-    """Torch's CPU threads and the BLAS libraries' (numpy's, scipy's) limited to a quarter of the cores (one on
-    a laptop) while the engine runs: decoding and tracking run beside them, and Blender or other work shares the
-    machine. Oversubscribed BLAS and OpenMP pools spin and wait; on this 2-core machine a bake ran 2-10 times
-    slower with two threads each than with one."""
+    """Torch's CPU threads (when torch is loaded) and the BLAS libraries' (numpy's, scipy's) limited to
+    `device.thread_count()`, a quarter of the cores (one on a laptop), while the engine runs: decoding and tracking
+    run beside them, and Blender or other work shares the machine. Oversubscribed BLAS and OpenMP pools spin and
+    wait; on this 2-core machine a bake ran 2-10 times slower with two threads each than with one. ONNX Runtime's
+    sessions are made with that many threads (capture/runtime.py)."""
     import scipy.sparse.linalg  # noqa: F401  (scipy's BLAS loaded now, so that the limit reaches it)
     from threadpoolctl import threadpool_limits
 
-    threads = max(1, (os.cpu_count() or 1) // 4)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    threads = thread_count()
+    torch = sys.modules.get("torch")  # never imported here: the ONNX backend runs without it
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(threads)
     try:
         with threadpool_limits(limits=threads, user_api="blas"):
             yield
     finally:
-        torch.set_num_threads(before)
+        if torch is not None:
+            torch.set_num_threads(before)

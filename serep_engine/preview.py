@@ -11,9 +11,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from serep_engine.contract.result import CaptureResult
+from serep_engine.expression.decoder import ExpressionDecoder
 from serep_engine.facemodel.ict import FACE_VERTEX_COUNT, ICTModel
 from serep_engine.track.video import read_frames
 
@@ -35,8 +35,7 @@ def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path
     renderer = HeadRenderer(face_model, PANEL)
     camera = Camera(PANEL, focal=2.4 * PANEL, distance=2.4 * 16.0 / 0.5)
     appearance = Appearance()
-    with torch.no_grad():
-        basis = expression_model.identity_basis(face_model.face_neutral).numpy()
+    basis = ExpressionDecoder.of(expression_model).identity_basis(face_model.face_neutral)
     head = face_model.neutral.copy()
     solver = ARKitSolver(face_model, face_model.face_neutral)
     rest_of_head = arkit_shapes(face_model, face_model.expression_basis[:, FACE_VERTEX_COUNT:])

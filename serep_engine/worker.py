@@ -103,7 +103,7 @@ def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
 
     def attempt(batch_size: int, device: str):
         nonlocal engine
-        if device != engine.device.type:
+        if device != engine.device:
             engine = Engine.from_pretrained(device=device)
         options.batch_size = batch_size
         return engine.capture(video, job.frame_start, end, target=registration, options=options,
@@ -112,7 +112,7 @@ def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
     if video is None:
         result = engine.import_take(take, registration, options, job.frame_start, end, protocol.progress)
     else:
-        result = with_memory_fallback(attempt, options.batch_size, engine.device.type, protocol)
+        result = with_memory_fallback(attempt, options.batch_size, engine.device, protocol)
     if stop.is_set():
         raise Cancelled("capture cancelled")
     missing = int((~result.face_found).sum())
@@ -136,9 +136,11 @@ def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
 
 def with_memory_fallback(attempt, batch_size: int, device: str, protocol: Protocol):
     """attempt(batch_size, device), retried after the GPU runs out of memory with half the batch down to one
-    frame, then on the CPU; each retry is a warning line."""
-    import torch
-
+    frame, then on the CPU; each retry is a warning line. Only torch's CUDA errors are known: without torch loaded
+    (the ONNX backend) the attempt runs once."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return attempt(batch_size, device)
     while True:
         try:
             return attempt(batch_size, device)

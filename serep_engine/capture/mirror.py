@@ -13,7 +13,6 @@ renderer made) and `CaptureModel.predict` averages a frame with its mirror image
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from serep_engine.facemodel.ict import ICTModel
 
@@ -58,6 +57,8 @@ def mediapipe_mirror(face_model: ICTModel) -> np.ndarray:
 
 def code_mirror(expression_model, face_model: ICTModel) -> np.ndarray:
     """(D, D) M with mirrored_code = code @ M."""
+    import torch
+
     flip = vertex_mirror(face_model)
     with torch.no_grad():
         basis = expression_model.identity_basis(face_model.face_neutral)
@@ -71,9 +72,10 @@ def _checked(partner: np.ndarray, what: str) -> np.ndarray:
     return partner.astype(np.int64)
 
 
-def mirror_points(points: torch.Tensor, partner: torch.Tensor, crop_size: float) -> torch.Tensor:
-    """(B, N, 2) points in [-1, 1] crop units (pixel p at p / (S/2) - 1) -> those of the flipped crop, with
-    each point taking its partner's place."""
-    flipped = points[:, partner].clone()
-    flipped[..., 0] = -flipped[..., 0] - 2.0 / crop_size
-    return flipped
+def mirror_points(points, partner, crop_size: float):
+    """(B, N, 2) torch points in [-1, 1] crop units (pixel p at p / (S/2) - 1) -> those of the flipped crop, with
+    each point taking its partner's place. No in-place writes: the ONNX export traces this."""
+    import torch
+
+    flipped = points[:, partner]
+    return torch.stack([-flipped[..., 0] - 2.0 / crop_size, flipped[..., 1]], -1)

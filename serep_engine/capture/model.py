@@ -13,47 +13,20 @@ crop a mouth is only ~16 px wide. An MLP reads the landmarks; the fused feature 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from serep_engine.capture.inputs import (N_MEDIAPIPE, PATCHES, WEIGHTS_NAME, CaptureModelConfig, load_config,
+                                         network_arrays)
 from serep_engine.capture.mirror import mirror_points
 from serep_engine.device import pick_device
-
-WEIGHTS_NAME = "capture_model"
-N_MEDIAPIPE = 478
-# Region patches in crop units ([-1, 1] across the crop): mediapipe landmarks that place them, their
-# average centre over the synthetic set (used when landmarks are missing), half-sizes (x, y), pixel sides.
-PATCHES = {
-    "mouth": {"landmarks": (61, 291, 0, 17, 13, 14), "centre": (0.0, 0.42), "half": (0.32, 0.32), "pixels": (64, 64)},
-    "eyes": {"landmarks": (33, 133, 362, 263, 70, 105, 336, 334), "centre": (0.0, -0.24), "half": (0.5, 0.25),
-             "pixels": (96, 48)},
-}
-
-
-@dataclass
-class CaptureModelConfig:
-    code_dim: int = 64
-    input_size: int = 96  # the network's crop side (crops are resized to it)
-    crop_size: int = 256  # the front end's crop side (landmark coordinates are in it)
-    widths: tuple[int, ...] = (16, 32, 64, 128)
-    feature_dim: int = 256
-    use_image: bool = True
-    use_landmarks: bool = True
-    spatial_features: bool = True  # flatten the CNN's last feature map (keeps left/right) instead of averaging it
-    region_patches: bool = True  # mouth and eyes patches at twice the whole crop's resolution
-
-    @property
-    def source_size(self) -> int:
-        """The side crops are resized to before the network: patches need twice the whole view's pixels."""
-        return 2 * self.input_size if self.region_patches else self.input_size
 
 
 class GradientReversal(torch.autograd.Function):
@@ -176,16 +149,14 @@ class CaptureNet(nn.Module):
 
 def to_network_inputs(crops, crop_landmarks, config: CaptureModelConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 crops (crop_size, RGB) and (478, 2) crop-pixel landmarks -> the network's tensors."""
-    size = config.source_size
-    images = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) if c.shape[0] != size else c
-                       for c in crops])
-    images = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255)
-    points = torch.from_numpy(np.stack(crop_landmarks).astype(np.float32)).to(device)
-    return images, points / (config.crop_size / 2) - 1
+    images, points = network_arrays(crops, crop_landmarks, config)
+    return torch.from_numpy(images).to(device), torch.from_numpy(points).to(device)
 
 
 class CaptureModel:
     """The trained network with what running it needs: `predict` on batches of front-end crops."""
+
+    backend = "torch"
 
     def __init__(self, net: CaptureNet, device: torch.device, metadata: dict | None = None):
         self.net = net.to(device).eval()
@@ -238,12 +209,8 @@ class CaptureModel:
     @classmethod
     def load(cls, directory: str | Path, name: str = WEIGHTS_NAME, device: str | torch.device = "cpu") -> CaptureModel:
         directory = Path(directory)
-        metadata = json.loads((directory / f"{name}.json").read_text())
-        config = metadata.pop("config")
-        config["widths"] = tuple(config["widths"])
-        for added in ("spatial_features", "region_patches"):  # models saved before these existed had neither
-            config.setdefault(added, False)
-        net = CaptureNet(CaptureModelConfig(**config))
+        config, metadata = load_config(directory, name)
+        net = CaptureNet(config)
         state = load_file(str(directory / f"{name}.safetensors"), device="cpu")
         missing, _ = net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                                          strict=False)

@@ -11,20 +11,23 @@ import json
 import sys
 from pathlib import Path
 
-from serep_engine.cli import capture, common, data, evaluate, train
+from serep_engine.cli import capture, common, data, evaluate, export_onnx, train
+from serep_engine.device import BACKENDS
 
 
 def bench(args) -> dict:
     from serep_engine.bench import run_bench
 
     return run_bench(args.device, args.clip_720p, args.clip_1080p, args.repeats, args.frames, args.weights,
-                     bake=not args.no_bake, track_workers=args.track_workers, log=common.log)
+                     bake=not args.no_bake, track_workers=args.track_workers, log=common.log, backend=args.backend)
 
 
 def _register_bench(commands) -> None:
     parser = commands.add_parser("bench", help="speed and memory, stage by stage (serep_engine/bench.py)")
     common.add_json_flag(parser)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="what runs the capture model (default: as the engine picks, serep_engine/device.py)")
     parser.add_argument("--clip-720p", type=Path, default=None, help="default: the shared data's obama.mp4")
     parser.add_argument("--clip-1080p", type=Path, default=None, help="default: the shared data's skarsgard.mp4")
     parser.add_argument("--repeats", type=int, default=3, help="timed end-to-end runs per clip (median)")
@@ -41,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serep", description="SEREP engine: semantic facial expression capture")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (train, evaluate, data, capture):
+    for module in (train, evaluate, data, capture, export_onnx):
         module.register(commands)
     _register_bench(commands)
     return parser

@@ -33,8 +33,8 @@ def capture(args) -> dict:
                             progress=progress)
     result.save(args.out)
     summary = {"result": str(args.out), "frames": result.n_frames, "face_found": int(result.face_found.sum()),
-               "keys": len(result.basis), "vertices": int(result.basis.shape[1]), "device": str(engine.device),
-               "seconds": round(time.perf_counter() - started, 2)}
+               "keys": len(result.basis), "vertices": int(result.basis.shape[1]), "device": engine.device,
+               "backend": engine.backend, "seconds": round(time.perf_counter() - started, 2)}
     if args.preview:
         from serep_engine.preview import write_preview
 

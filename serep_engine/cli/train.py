@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from serep_engine.cli.common import boolean, log
@@ -19,6 +20,10 @@ def train_capture(args) -> dict:
     return train_capture(config_from_args(args), args.out or Path("capture_model"), log=log)
 
 
+def _needs_torch(reason: str):
+    raise RuntimeError(f"training needs torch, which this install cannot import ({reason})")
+
+
 def _config_flags(parser, config) -> None:
     for name, default in config.__dataclass_fields__.items():
         kind = type(default.default)
@@ -27,8 +32,14 @@ def _config_flags(parser, config) -> None:
 
 
 def register(commands) -> None:
-    from serep_engine.capture.train import TrainCaptureConfig
-    from serep_engine.expression.train import TrainConfig
+    try:
+        from serep_engine.capture.train import TrainCaptureConfig
+        from serep_engine.expression.train import TrainConfig
+    except ImportError as error:  # an install without torch (the Blender extension's) runs inference only
+        parser = commands.add_parser("train", help="train a model (needs torch)")
+        parser.add_argument("arguments", nargs=argparse.REMAINDER)
+        parser.set_defaults(func=lambda args, reason=str(error): _needs_torch(reason))
+        return
 
     train = commands.add_parser("train", help="train a model").add_subparsers(dest="what", required=True)
     expression = train.add_parser("expression", help="train the semantic expression model (E_id, E_exp, D_mesh)")

@@ -21,7 +21,7 @@ The learned parameters are J (D, T, 3, 3) and a (D, n_anchors, 3), shared by eve
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
@@ -29,15 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from serep_engine.expression.decoder import WEIGHTS_NAME, ExpressionModelConfig
 from serep_engine.facemodel.deformation_transfer import DeformationTransfer, outer_boundary
-
-WEIGHTS_NAME = "expression_model"
-
-
-@dataclass
-class ExpressionModelConfig:
-    code_dim: int = 64
-    ridge: float = 1e-6  # relative to the mean diagonal of the code Gram matrix
 
 
 IdentitySystem = DeformationTransfer  # E_id's output: one identity's transfer system on the template topology

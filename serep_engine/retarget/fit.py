@@ -461,16 +461,15 @@ def decoded_blinks(face_model: ICTModel, expression_model, neutral: np.ndarray,
                    bases: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """{eyeBlink_L / _R: (9409, 3)}: ICT's blinks encoded on the template and decoded onto `neutral` by the
     expression model, as a capture carries them. `bases`: the template's and the neutral's (D, 9409, 3) identity
-    bases when the caller has them cached."""
-    import torch
+    bases when the caller has them cached. `expression_model`: the torch model or its numpy decoder."""
+    from serep_engine.expression.decoder import ExpressionDecoder
 
+    decoder = ExpressionDecoder.of(expression_model)
     names = list(face_model.expression_names)
-    shapes = torch.from_numpy(face_model.face_expression_basis[[names.index(b) for b in EYES]]).float()
-    with torch.no_grad():
-        template, target = (torch.as_tensor(b) for b in bases) if bases is not None else (
-            expression_model.identity_basis(face_model.face_neutral), expression_model.identity_basis(neutral))
-        codes = expression_model.encode_displacements(shapes, template)
-        decoded = expression_model.decode_with_basis(codes, target).numpy()
+    shapes = face_model.face_expression_basis[[names.index(b) for b in EYES]].astype(np.float32)
+    template, target = bases if bases is not None else (
+        decoder.identity_basis(face_model.face_neutral), decoder.identity_basis(neutral))
+    decoded = decoder.decode_with_basis(decoder.encode_displacements(shapes, np.asarray(template)), target)
     return dict(zip(EYES, decoded, strict=True))
 
 
