@@ -431,22 +431,25 @@ def test_a_capture_imports_the_bundled_wheels_and_nothing_else(capture_ready, ad
     job = addon.runner.contract.Job(clip=VIDEOS / "liveportrait_d10.mp4", output=tmp_path / "result.npz",
                                     target=tmp_path / "target.npz", frame_start=0, frame_end=10)
     job.save(tmp_path / "job.json")
-    record = f"""if True:
+    script = f"""if True:
         import atexit, importlib.metadata, json, runpy, sys
         def record():
             owners = importlib.metadata.packages_distributions()
             names = {{d for m in list(sys.modules) for d in owners.get(m.split(".")[0], [])}}
-            json.dump(sorted(names), open({str(tmp_path / "imported.json")!r}, "w"))
+            engine = sys.modules["serep_engine"].__file__
+            json.dump(dict(names=sorted(names), engine=engine), open({str(tmp_path / "imported.json")!r}, "w"))
         atexit.register(record)
         sys.argv = ["serep", "worker", "--job", {str(tmp_path / "job.json")!r}]
         runpy.run_module("serep_engine", run_name="__main__")
     """
     env = addon.runner.worker_environment(settings.bundled_site(), settings.cache_dir)
     env["PYTHONPATH"] += os.pathsep + str(site)
-    done = subprocess.run([settings.interpreter_path(), "-S", "-c", record], env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run([settings.interpreter_path(), "-S", "-c", script], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and '"type": "done"' in done.stdout, done.stderr[-3000:]
-    imported = {distribution_name(name) for name in json.loads((tmp_path / "imported.json").read_text())}
+    record = json.loads((tmp_path / "imported.json").read_text())
+    assert Path(record["engine"]).is_relative_to(Path(addon.__file__).parent)  # the extension's engine, no other
+    imported = {distribution_name(name) for name in record["names"]}
     bundled = set(bundled_wheels(extension_zip))
     waiting = set() if torch_free else {"onnxruntime"}  # bundled for the engine's ONNX inference, not there yet
     assert bundled - waiting <= imported, f"bundled, never imported: {sorted(bundled - waiting - imported)}"
