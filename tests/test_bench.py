@@ -11,7 +11,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the benchmark's stand-in capture model needs torch (none for Python 3.13)")
 
 from serep_engine.capture.model import CaptureModel, CaptureModelConfig, CaptureNet
 from serep_engine.engine import CaptureOptions, Engine, engine_threads

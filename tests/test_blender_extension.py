@@ -2,11 +2,18 @@
 result file in every mode, and the background capture's error and cancel paths. End-to-end captures of real
 clips (which need the capture model's weights) are at the end."""
 
+import json
+import os
+import re
+import subprocess
 import time
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PYTHON
 
 ARKIT_KEYS = ["jawOpen", "eyeBlinkLeft", "mouthSmileLeft"]
 
@@ -59,7 +66,35 @@ def user_state(obj):
     return {b.name: (co_of(b.data).copy(), b.value) for b in key.key_blocks if not b.name.startswith("SEREP_")}
 
 
-def test_the_extension_registers_and_unregisters_cleanly(addon, repo_root):
+def distribution_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def bundled_wheels(zip_path: Path) -> dict[str, str]:
+    """{distribution: version} of the wheels in the zip's manifest."""
+    with zipfile.ZipFile(zip_path) as archive:
+        manifest = archive.read("blender_manifest.toml").decode()
+    wheels = re.findall(r'"\./wheels/([^"]+\.whl)"', manifest)
+    return {distribution_name(wheel.split("-")[0]): wheel.split("-")[1] for wheel in wheels}
+
+
+def test_the_zip_is_for_this_python_and_its_blenders(extension_zip):
+    """The zip for Blender 4.2-5.0 (Python 3.11) or 5.1-5.3 (3.13): only wheels that Python runs, none of torch
+    or matplotlib, the Blender versions that embed that Python (blender_version_max is exclusive), under 200 MiB."""
+    with zipfile.ZipFile(extension_zip) as archive:
+        manifest = archive.read("blender_manifest.toml").decode()
+    wheels = re.findall(r'"\./wheels/([^"]+\.whl)"', manifest)
+    tags = {wheel.split("-")[-2] for wheel in wheels}  # the ABI tag
+    assert tags <= {f"cp{PYTHON.replace('.', '')}", "abi3", "none"}, wheels
+    assert extension_zip.name.endswith(f"-py{PYTHON.replace('.', '')}.zip")
+    assert not {"torch", "matplotlib", "numpy", "opencv-contrib-python"} & set(bundled_wheels(extension_zip))
+    blender = {"3.11": ('blender_version_min = "4.2.0"', 'blender_version_max = "5.1.0"'),
+               "3.13": ('blender_version_min = "5.1.0"',)}[PYTHON]
+    assert all(line in manifest for line in blender) and ("blender_version_max" in manifest) == (PYTHON == "3.11")
+    assert extension_zip.stat().st_size <= 200 * 2**20
+
+
+def test_the_extension_registers_and_unregisters_cleanly(addon, extension_zip):
     import addon_utils
     import bpy
 
@@ -67,7 +102,9 @@ def test_the_extension_registers_and_unregisters_cleanly(addon, repo_root):
     assert (installed / "engine" / "serep_engine" / "weights" / "expression_model.safetensors").exists()
     assert not (installed / "serep_engine").exists() and (installed / "blender_manifest.toml").exists()
     site = Path(addon.preferences.Settings().bundled_site())
-    assert (site / "torch").is_dir() and (site / "mediapipe").is_dir() and not (site / "numpy").exists()
+    assert site.parent.name == f"python{PYTHON}"
+    installed_wheels = {distribution_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=[site])}
+    assert installed_wheels == bundled_wheels(extension_zip)  # Blender installed exactly the zip's wheels
     registered = ["SEREP_PT_main", "SEREP_PT_head", "SEREP_PT_run", "SEREP_PT_batch", "SEREP_OT_capture",
                   "SEREP_OT_capture_batch", "SEREP_OT_cancel", "SEREP_OT_clear"]
     assert all(hasattr(bpy.types, name) for name in registered) and hasattr(bpy.types.Scene, "serep")
@@ -199,7 +236,7 @@ def test_a_clip_the_engine_cannot_read_is_reported_and_changes_nothing(addon, he
     assert "notes.mp4" in addon.capture_queue.LAST["error"]
 
 
-def test_cancel_stops_the_worker_and_leaves_the_mesh_untouched(addon, head, repo_root):
+def test_cancel_stops_the_worker_and_leaves_the_mesh_untouched(engine_runs, addon, head, repo_root):
     """Background capture as from the panel: the operator returns at once, a timer polls the worker (driven
     by hand here, there being no event loop), Cancel ends the process."""
     import bpy
@@ -236,7 +273,7 @@ def keyframes(fcurve) -> tuple[np.ndarray, np.ndarray]:
     return co[0::2], co[1::2]
 
 
-def test_a_live_link_face_take_bakes_onto_the_rigs_arkit_keys(addon, head):
+def test_a_live_link_face_take_bakes_onto_the_rigs_arkit_keys(engine_runs, addon, head):
     """A take (.csv) as the clip, ARKit mode, through the installed extension's worker: the rig's own ARKit keys
     get the phone's values on the take's frames; the user's keys and actions stay as they were."""
     import bpy
@@ -345,7 +382,7 @@ VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "vid
 
 
 @pytest.fixture(scope="session")
-def capture_ready(repo_root):
+def capture_ready(engine_runs, repo_root):
     if not (repo_root / "serep_engine" / "weights" / "capture_model.safetensors").exists():
         pytest.skip("the capture model's weights are not in serep_engine/weights yet")
     if not VIDEOS.exists():
@@ -355,6 +392,68 @@ def capture_ready(repo_root):
 def fcurves_of(id_data):
     data = id_data.animation_data
     return data.action.layers[0].strips[0].channelbag(data.action_slot).fcurves
+
+
+def requirement_closure(*names: str) -> set[str]:
+    """The installed distributions these need, theirs included (extras left out)."""
+    found, todo = set(), list(names)
+    while todo:
+        name = distribution_name(todo.pop())
+        if name in found:
+            continue
+        try:
+            requirements = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        found.add(name)
+        todo += [re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0] for r in requirements if "extra ==" not in r]
+    return found
+
+
+def test_a_capture_imports_the_bundled_wheels_and_nothing_else(capture_ready, addon, extension_zip, head, tmp_path):
+    """What the zip bundles is what the engine imports at run time: a real capture by the worker as the add-on
+    starts it (this Python, the engine and the installed wheels first on the path), but with none of this venv's
+    packages beyond what Blender's own Python has (numpy and what bpy requires: `python -S`, those linked into a
+    folder on the path; plus torch and its requirements while the engine needs them). Its modules at the end, each
+    mapped to its distribution, must be the bundled ones plus some of Blender's own. (Blender's own Python has no
+    matplotlib: mediapipe's import of it meets serep_engine/compat.py's stand-in here too.)"""
+    settings = addon.preferences.Settings()
+    torch_free = (Path(addon.__file__).parent / "engine" / "serep_engine" / "weights" / "capture_model.onnx").exists()
+    allowed = requirement_closure("bpy", *([] if torch_free else ["torch"]))
+    site = tmp_path / "blender-python"
+    site.mkdir()
+    for name in sorted(allowed):
+        distribution = metadata.distribution(name)
+        for top in {Path(str(file)).parts[0] for file in distribution.files or []} - {".."}:
+            if not (site / top).exists():
+                (site / top).symlink_to(distribution.locate_file(top))
+    addon.capture_queue.export_target(head, tmp_path / "target.npz")
+    job = addon.runner.contract.Job(clip=VIDEOS / "liveportrait_d10.mp4", output=tmp_path / "result.npz",
+                                    target=tmp_path / "target.npz", frame_start=0, frame_end=10)
+    job.save(tmp_path / "job.json")
+    script = f"""if True:
+        import atexit, importlib.metadata, json, runpy, sys
+        def record():
+            owners = importlib.metadata.packages_distributions()
+            names = {{d for m in list(sys.modules) for d in owners.get(m.split(".")[0], [])}}
+            engine = sys.modules["serep_engine"].__file__
+            json.dump(dict(names=sorted(names), engine=engine), open({str(tmp_path / "imported.json")!r}, "w"))
+        atexit.register(record)
+        sys.argv = ["serep", "worker", "--job", {str(tmp_path / "job.json")!r}]
+        runpy.run_module("serep_engine", run_name="__main__")
+    """
+    env = addon.runner.worker_environment(settings.bundled_site(), settings.cache_dir)
+    env["PYTHONPATH"] += os.pathsep + str(site)
+    done = subprocess.run([settings.interpreter_path(), "-S", "-c", script], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and '"type": "done"' in done.stdout, done.stderr[-3000:]
+    record = json.loads((tmp_path / "imported.json").read_text())
+    assert Path(record["engine"]).is_relative_to(Path(addon.__file__).parent)  # the extension's engine, no other
+    imported = {distribution_name(name) for name in record["names"]}
+    bundled = set(bundled_wheels(extension_zip))
+    waiting = set() if torch_free else {"onnxruntime"}  # bundled for the engine's ONNX inference, not there yet
+    assert bundled - waiting <= imported, f"bundled, never imported: {sorted(bundled - waiting - imported)}"
+    assert imported - bundled <= allowed, f"imported, not bundled: {sorted(imported - bundled - allowed)}"
 
 
 @pytest.mark.parametrize("mode", ["BASIS", "PER_FRAME", "ARKIT"])
@@ -475,7 +574,7 @@ def test_tuning_rebakes_a_captured_clip_without_the_engine(capture_ready, addon,
     assert "from kept captures" not in addon.capture_queue.LAST["summary"]
 
 
-def test_a_whole_character_and_the_takes_timecode(addon, head):
+def test_a_whole_character_and_the_takes_timecode(engine_runs, addon, head):
     """A character's teeth (a separate mesh with its own jawOpen key, in the Character collection) get the head's
     ARKit weights in every output mode, in an Action of their own; the user's keys stay. With Start at Timecode
     the take's first row lands on the scene frame of its timecode."""

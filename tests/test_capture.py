@@ -7,7 +7,8 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the torch capture model needs torch (none for Python 3.13)")
 
 from serep_engine.capture.model import PATCHES, CaptureModelConfig, CaptureNet, GradientReversal, cut_patch
 from serep_engine.contract.result import CaptureResult

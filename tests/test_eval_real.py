@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("torch", reason="the evaluation's models needs torch (none for Python 3.13)")
+
 from serep_engine.eval.real import MEASURES, compare, evaluate_photos, expression_measures, image_up
 
 AFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "faces68" / "afw"

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 ENGINE = REPO / "serep_engine"
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS = [
-    {"contract", "paths", "cache", "device"},  # base: the contract, where files are, atomic writes, the device
+    # base: the contract, where files are, atomic writes, the device, stand-ins for what dependencies import unused
+    {"contract", "paths", "cache", "device", "compat"},
     {"facemodel"},
     {"render"},  # renderers of the head and of any mesh
     {"track"},  # the tracking front end: video, mediapipe, crop, filters, head pose, correspondence
@@ -103,6 +104,7 @@ HEAVY = ("torch", "cv2", "mediapipe", "scipy", "trimesh", "moderngl", "serep_eng
 LIGHT = ("serep_engine.track", "serep_engine.track.filters")
 
 
+@pytest.mark.blender
 def test_the_addon_loads_the_contract_and_nothing_heavy():
     """In real Blender (the bpy module), a fresh process: importing and registering the add-on brings in the
     engine's contract module and none of the engine's heavy dependencies."""

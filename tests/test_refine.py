@@ -5,7 +5,8 @@ the lips; frames without a face keep their codes."""
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the refinement needs torch (none for Python 3.13)")
 
 from serep_engine.capture.refine import LandmarkRefiner, RefineSettings
 from serep_engine.eval.real import mediapipe_measures

@@ -31,7 +31,7 @@ WEIGHTS = REPO / "serep_engine" / "weights" / "capture_model.safetensors"
 
 
 @pytest.fixture(scope="session")
-def capture_ready():
+def capture_ready(engine_runs):
     if not WEIGHTS.exists():
         pytest.skip("the capture model's weights are not in serep_engine/weights yet")
     if not CLIP.exists():

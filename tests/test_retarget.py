@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+pytest.importorskip("torch", reason="serep_engine.eval.retarget needs torch (none for Python 3.13)")
+
 from serep_engine.eval.retarget import EYES_AND_TEETH, HEAD_POLYGONS, HEAD_VERTICES
 from serep_engine.facemodel.ict import FACE_VERTEX_COUNT, quads_to_triangles
 from serep_engine.facemodel.identities import eval_identity, identity_shapes

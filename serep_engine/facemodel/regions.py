@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
-from matplotlib.path import Path as Polygon
 
 from serep_engine.facemodel.ict import ICTModel
 
@@ -20,6 +19,8 @@ EYE_LINE_MARGIN_CM = 0.6  # the forehead region reaches this far below the lower
 
 
 def _inside(points_xy: np.ndarray, polygon_xy: np.ndarray) -> np.ndarray:
+    from matplotlib.path import Path as Polygon  # here: the capture imports this module, and runs without matplotlib
+
     return Polygon(polygon_xy).contains_points(points_xy)
 
 
