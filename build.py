@@ -212,7 +212,7 @@ def download_wheels(platform: str, version: str) -> list[Path]:
 
 def offline_mediapipe(wheel: Path) -> Path:
     """A copy of mediapipe's wheel whose native library cannot post usage stats (serep_engine/track/offline.py),
-    its RECORD updated; kept beside the original under offline/. (A macOS dylib is code-signed: not patched.)"""
+    its RECORD updated; kept beside the original under offline/ (a macOS dylib keeps a valid ad hoc signature)."""
     import base64
     import zipfile
 
@@ -256,7 +256,9 @@ def stage_extension(platform: str, version: str, manifest: str) -> Path:
     shutil.rmtree(stage, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "serep_blender", stage, ignore=ignore)
-    shutil.copytree(ROOT / "serep_engine", stage / "engine" / "serep_engine", ignore=ignore)
+    # The capture model runs on ONNX Runtime in the extension: its torch weights stay out (7 MiB; a checkout has them).
+    shutil.copytree(ROOT / "serep_engine", stage / "engine" / "serep_engine",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "capture_model.safetensors"))
     data = Path(os.environ.get("SEREP_DATA", ROOT.parent / "shared" / "data"))
     for folder, names in BUNDLED_DATA.items():
         (stage / "engine" / "data" / folder).mkdir(parents=True)
@@ -266,7 +268,7 @@ def stage_extension(platform: str, version: str, manifest: str) -> Path:
             shutil.copy2(data / folder / name, stage / "engine" / "data" / folder / name)
     (stage / "wheels").mkdir()
     for wheel in download_wheels(platform, version):
-        if wheel.name.startswith("mediapipe-") and not platform.startswith("macos"):
+        if wheel.name.startswith("mediapipe-"):
             wheel = offline_mediapipe(wheel)
         shutil.copy2(wheel, stage / "wheels" / wheel.name)
     wheels = sorted(f"./wheels/{wheel.name}" for wheel in (stage / "wheels").iterdir())

@@ -29,6 +29,13 @@ def torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def torch_weights() -> bool:
+    """Whether the capture model's torch weights are here (a checkout; the extension ships only the ONNX graph)."""
+    from serep_engine.paths import weights_dir
+
+    return (weights_dir() / "capture_model.safetensors").is_file()
+
+
 def onnx_runtime_providers() -> list[str]:
     """ONNX Runtime's execution providers here ([] without ONNX Runtime)."""
     try:
@@ -39,13 +46,14 @@ def onnx_runtime_providers() -> list[str]:
 
 
 def pick_backend(device: str = "auto", backend: str = "auto") -> tuple[str, str]:
-    """(backend, device) for inference. Automatic: torch on a CUDA GPU torch sees (asked for, or "auto"); else ONNX
+    """(backend, device) for inference. Automatic: torch on a CUDA GPU torch sees (asked for, or "auto") where the
+    torch weights are (a checkout: the extension has the ONNX graph only); else ONNX
     Runtime (on its CUDA provider when CUDA is asked for and only ONNX Runtime has it), else torch on the CPU.
     Training always uses torch and does not come here."""
     device = str(device or "auto")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
-    if backend == "torch" or (backend == "auto" and device in ("auto", "cuda") and torch_cuda()):
+    if backend == "torch" or (backend == "auto" and device in ("auto", "cuda") and torch_cuda() and torch_weights()):
         return "torch", pick_device(device).type
     providers = onnx_runtime_providers()
     if backend == "onnx" or providers:
@@ -53,7 +61,8 @@ def pick_backend(device: str = "auto", backend: str = "auto") -> tuple[str, str]
             raise RuntimeError("the ONNX backend was asked for but onnxruntime is not installed")
         cuda = "CUDAExecutionProvider" in providers
         if device == "cuda" and not cuda:
-            raise RuntimeError("CUDA was requested but neither torch nor ONNX Runtime sees a CUDA GPU")
+            raise RuntimeError("CUDA was requested, but ONNX Runtime here has no CUDA provider (install onnxruntime-gpu) "
+                               "and torch has no CUDA GPU or no capture weights (run the engine from a checkout)")
         return "onnx", "cuda" if device == "cuda" or (device == "auto" and cuda) else "cpu"
     return "torch", pick_device(device).type
 

@@ -43,3 +43,30 @@ def test_a_whole_capture_makes_no_network_connection(strace, tmp_path):
                                  str(tmp_path / "take.npz"), "--arkit"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert calls == [], calls[:5]
+
+
+def test_the_macos_library_is_neutralised_and_stays_validly_signed(tmp_path):
+    """macOS loads only signed code: the Mach-O dylib of the extension's mediapipe wheel (macOS arm64) gets the
+    dead URL and the hash of the page it changed, so that every page again matches its code directory."""
+    import zipfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import build
+    from serep_engine.track.offline import DEAD_URL, TELEMETRY_URL, pages_match
+
+    version = build.pinned_versions("3.11")["mediapipe"]
+    folder = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--platform", "macosx_11_0_arm64", "-d", str(folder), f"mediapipe=={version}"], check=True)
+    (wheel,) = folder.glob("mediapipe-*.whl")
+    library = "mediapipe/tasks/c/libmediapipe.dylib"
+    with zipfile.ZipFile(wheel) as archive:
+        original = archive.read(library)
+    with zipfile.ZipFile(build.offline_mediapipe(wheel)) as archive:
+        patched = archive.read(library)
+    assert pages_match(original), "the page hashes are read wrongly: the shipped library must match them"
+    assert TELEMETRY_URL in original and TELEMETRY_URL not in patched and DEAD_URL in patched
+    assert pages_match(patched)
+    tampered = bytearray(patched)
+    tampered[patched.find(DEAD_URL)] = ord("y")
+    assert not pages_match(bytes(tampered))

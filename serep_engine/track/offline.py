@@ -6,8 +6,10 @@ closed. No option, flag or environment variable turns it off (its logger factory
 client; the legacy face mesh of 0.10.21 had none). The URL is read from the library's constant data at each
 post, so the same-length `xttps://...` in its place makes the HTTP client fail on the scheme before any DNS
 lookup, after which it stays in its error state and never tries again. Two ways to put it there:
-- on disk, in the library file (`neutralise_file`): build.py does this to the wheels the extension ships
-  (Linux and Windows; a macOS dylib is code-signed, so a changed file would no longer load);
+- on disk, in the library file (`neutralise_file`): build.py does this to the wheels the extension ships. A macOS
+  dylib must stay validly signed to load; mediapipe's is signed ad hoc by its linker (a code directory of SHA-256
+  page hashes and no certificate), so the hash of the changed page is written into the code directory, as the
+  linker would have; a library signed with a certificate is refused, since that signature cannot be redone;
 - in memory, in this process (`ensure_offline`, Linux): for a library installed by pip (a checkout's .venv,
   a user's own Python), before the first landmarker is made. Each process makes its own.
 `ensure_offline` refuses to let tracking start when neither holds.
@@ -16,8 +18,10 @@ lookup, after which it stays in its error state and never tries again. Two ways 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import mmap
 import os
+import struct
 import sys
 from pathlib import Path
 
@@ -41,7 +45,64 @@ def neutralise_file(path: str | os.PathLike) -> bool:
         return False
     if count > 1:
         raise NetworkRisk(f"{path} holds the telemetry URL {count} times: a mediapipe this code does not know")
-    Path(path).write_bytes(data.replace(TELEMETRY_URL, DEAD_URL))
+    offset = data.find(TELEMETRY_URL)
+    data[offset:offset + len(DEAD_URL)] = DEAD_URL
+    if data[:4] == MACHO_64:
+        for directory in code_directories(data, path):
+            rehash_pages(data, directory, offset, offset + len(DEAD_URL))
+    Path(path).write_bytes(data)
+    return True
+
+
+MACHO_64 = struct.pack("<I", 0xFEEDFACF)
+LC_CODE_SIGNATURE = 0x1D
+CODE_DIRECTORY, SIGNATURE_SLOT = 0xFADE0C02, 0x10000  # blob magic; the superblob slot of a certificate signature
+HASHES = {1: hashlib.sha1, 2: hashlib.sha256}  # a code directory's hashType
+
+
+def code_directories(data: bytes, path) -> list[tuple[int, ...]]:
+    """A 64-bit Mach-O's code directories as (hash offset, page count, code limit, hash type, page size), all in
+    the file; NetworkRisk where the file has no ad hoc signature this code can keep valid."""
+    commands = struct.unpack_from("<I", data, 16)[0]
+    position, signature = 32, None
+    for _ in range(commands):
+        command, size = struct.unpack_from("<II", data, position)
+        if command == LC_CODE_SIGNATURE:
+            signature = struct.unpack_from("<I", data, position + 8)[0]
+        position += size
+    if signature is None:
+        raise NetworkRisk(f"{path} is an unsigned Mach-O library: it would not load on macOS")
+    directories = []
+    for index in range(struct.unpack_from(">I", data, signature + 8)[0]):
+        slot, offset = struct.unpack_from(">II", data, signature + 12 + 8 * index)
+        magic, length = struct.unpack_from(">II", data, signature + offset)
+        if slot == SIGNATURE_SLOT and length > 8:
+            raise NetworkRisk(f"{path} is signed with a certificate: changed, it would no longer load on macOS")
+        if magic == CODE_DIRECTORY:
+            start = signature + offset
+            hashes, _, _, pages, limit, _, kind, _, page_shift = struct.unpack_from(">IIIIIBBBB", data, start + 16)
+            directories.append((start + hashes, pages, limit, kind, 1 << page_shift))
+    return directories
+
+
+def rehash_pages(data: bytearray, directory: tuple[int, ...], first: int, end: int) -> None:
+    """Write the hashes of the pages holding bytes first..end-1 into one code directory."""
+    hashes, pages, limit, kind, page = directory
+    size = HASHES[kind]().digest_size
+    for number in range(first // page, (end - 1) // page + 1):
+        digest = HASHES[kind](data[number * page:min((number + 1) * page, limit)]).digest()
+        data[hashes + number * size:hashes + (number + 1) * size] = digest
+
+
+def pages_match(data: bytes, path="library") -> bool:
+    """Whether every page of a signed Mach-O still has the hash its code directories hold (what macOS checks as
+    it loads the pages)."""
+    for hashes, pages, limit, kind, page in code_directories(data, path):
+        size = HASHES[kind]().digest_size
+        for number in range(pages):
+            digest = HASHES[kind](data[number * page:min((number + 1) * page, limit)]).digest()
+            if digest != data[hashes + number * size:hashes + (number + 1) * size]:
+                return False
     return True
 
 

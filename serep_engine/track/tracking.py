@@ -34,6 +34,7 @@ from serep_engine.paths import mediapipe_model
 N_LANDMARKS = 478
 IRIS_LANDMARKS = range(468, 478)  # on the eyeballs, not on the face template
 SEARCH_FROM = 1920  # longest side (pixels) from which frames without a face are searched window by window
+KEEP_CONFIDENCE = 0.1  # presence and tracking confidence down to which a followed face is kept (VIDEO mode)
 REFIND_FRAMES = 15  # a face lost for at most this many frames is looked for around its last place
 REFIND_VIEWS = ((1.6, False), (1.6, True), (2.2, False))  # (view side / face size, lightness equalised)
 REFIND_SIZE = 256  # pixels of a re-find view's side
@@ -79,10 +80,13 @@ class FaceTracker:
         self._srgb = mp.ImageFormat.SRGB
 
         def landmarker(mode):
+            video_mode = mode == vision.RunningMode.VIDEO  # follows one face from frame to frame
+            keep = min(min_confidence, KEEP_CONFIDENCE)
             options = vision.FaceLandmarkerOptions(
                 base_options=BaseOptions(model_asset_path=str(mediapipe_model())), running_mode=mode,
-                num_faces=max_faces, min_face_detection_confidence=min_confidence,
-                min_face_presence_confidence=min_confidence, min_tracking_confidence=min_confidence,
+                num_faces=1 if video_mode else max_faces, min_face_detection_confidence=min_confidence,
+                min_face_presence_confidence=keep if video_mode else min_confidence,
+                min_tracking_confidence=keep if video_mode else min_confidence,
                 output_face_blendshapes=True, output_facial_transformation_matrixes=True)
             with _quiet_native_logs():
                 made = vision.FaceLandmarker.create_from_options(options)
@@ -180,21 +184,44 @@ class FaceTracker:
                 lab = cv2.cvtColor(view, cv2.COLOR_RGB2LAB)
                 lab[..., 0] = cv2.createCLAHE(2.0, (4, 4)).apply(lab[..., 0])
                 view = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+            previous, self._previous_centre = self._previous_centre, None
+            if previous is not None:  # the main-track rule, in the view's pixels
+                self._previous_centre = scale * previous + offset
             found = self._track_in(view, (0, 0, REFIND_SIZE, REFIND_SIZE), still=True)
+            self._previous_centre = previous
             if found.found:
                 found.landmarks /= scale
                 found.landmarks[:, :2] -= offset / scale
                 found.box = (found.box - np.tile(offset, 2)) / scale
-                self._previous_centre = (found.box[:2] + found.box[2:]) / 2
+                self._previous_centre = (found.box[:2] + found.box[2:]) / 2  # in the frame, not the view
                 return found
         return FaceObservation.none()
 
     def _track_in(self, rgb: np.ndarray, window: tuple[int, int, int, int], still: bool = False) -> FaceObservation:
-        """The main face in one window (x0, y0, x1, y1) of the frame, in the frame's pixels."""
+        """The main face in one window (x0, y0, x1, y1) of the frame, in the frame's pixels. In VIDEO mode the
+        Landmarker follows one face; where that is not the main track's (a face found anew, or one away from the
+        previous frame's), the view is read again in IMAGE mode with every face, and the main-track rule picks."""
         x0, y0, x1, y1 = window
-        result = self._detect(rgb[y0:y1, x0:x1], still)
+        view = rgb[y0:y1, x0:x1]
+        result = self._detect(view, still)
         if not result.face_landmarks:
             return FaceObservation.none()
+        main = self._main_face(result, window)
+        if not still and self._video is not None and not self._near_previous(main.box):
+            main = self._main_face(self._detect(view, still=True), window) or main
+        self._previous_centre = (main.box[:2] + main.box[2:]) / 2
+        return main
+
+    def _near_previous(self, box: np.ndarray) -> bool:
+        if self._previous_centre is None:
+            return False
+        return np.linalg.norm((box[:2] + box[2:]) / 2 - self._previous_centre) < max(box[2] - box[0], box[3] - box[1])
+
+    def _main_face(self, result, window: tuple[int, int, int, int]) -> FaceObservation | None:
+        """The face nearest to the previous frame's, else the largest, of a Landmarker result on `window`."""
+        if not result.face_landmarks:
+            return None
+        x0, y0, x1, y1 = window
         width, height = x1 - x0, y1 - y0
         faces = [np.array([(p.x * width + x0, p.y * height + y0, p.z * width) for p in face], np.float32)
                  for face in result.face_landmarks]
@@ -204,7 +231,6 @@ class FaceTracker:
             main = int(np.argmin(distances))
         else:
             main = int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
-        self._previous_centre = (boxes[main][:2] + boxes[main][2:]) / 2
         blendshapes = np.array([c.score for c in result.face_blendshapes[main]], np.float32)
         matrix = np.asarray(result.facial_transformation_matrixes[main], np.float32)
         return FaceObservation(True, faces[main], boxes[main], blendshapes, matrix)
