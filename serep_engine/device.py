@@ -61,8 +61,8 @@ def pick_backend(device: str = "auto", backend: str = "auto") -> tuple[str, str]
             raise RuntimeError("the ONNX backend was asked for but onnxruntime is not installed")
         cuda = "CUDAExecutionProvider" in providers
         if device == "cuda" and not cuda:
-            raise RuntimeError("CUDA was requested, but ONNX Runtime here has no CUDA provider (install onnxruntime-gpu) "
-                               "and torch has no CUDA GPU or no capture weights (run the engine from a checkout)")
+            raise RuntimeError("CUDA was requested, but ONNX Runtime here has no CUDA provider (install "
+                               "onnxruntime-gpu) and torch has no CUDA GPU or no capture weights (use a checkout)")
         return "onnx", "cuda" if device == "cuda" or (device == "auto" and cuda) else "cpu"
     return "torch", pick_device(device).type
 
