@@ -20,16 +20,6 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.blender)
 
 
-@pytest.fixture(scope="session")
-def engine_runs():
-    """Skips a test whose worker runs the engine where it cannot: until its inference runs on ONNX Runtime (the
-    capture model as serep_engine/weights/capture_model.onnx), the engine imports torch, and .venv313 (Python 3.13,
-    Blender 5.1-5.3's) has none."""
-    weights = Path(__file__).resolve().parents[1] / "serep_engine" / "weights"
-    if not (weights / "capture_model.onnx").exists() and importlib.util.find_spec("torch") is None:
-        pytest.skip(f"the engine needs torch until it runs on ONNX Runtime, and Python {PYTHON} has no torch")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):
     """Deformation-transfer results of the tests go to a throwaway cache unless SEREP_CACHE is set."""

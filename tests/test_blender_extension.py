@@ -236,7 +236,7 @@ def test_a_clip_the_engine_cannot_read_is_reported_and_changes_nothing(addon, he
     assert "notes.mp4" in addon.capture_queue.LAST["error"]
 
 
-def test_cancel_stops_the_worker_and_leaves_the_mesh_untouched(engine_runs, addon, head, repo_root):
+def test_cancel_stops_the_worker_and_leaves_the_mesh_untouched(addon, head, repo_root):
     """Background capture as from the panel: the operator returns at once, a timer polls the worker (driven
     by hand here, there being no event loop), Cancel ends the process."""
     import bpy
@@ -273,7 +273,7 @@ def keyframes(fcurve) -> tuple[np.ndarray, np.ndarray]:
     return co[0::2], co[1::2]
 
 
-def test_a_live_link_face_take_bakes_onto_the_rigs_arkit_keys(engine_runs, addon, head):
+def test_a_live_link_face_take_bakes_onto_the_rigs_arkit_keys(addon, head):
     """A take (.csv) as the clip, ARKit mode, through the installed extension's worker: the rig's own ARKit keys
     get the phone's values on the take's frames; the user's keys and actions stay as they were."""
     import bpy
@@ -382,8 +382,8 @@ VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "vid
 
 
 @pytest.fixture(scope="session")
-def capture_ready(engine_runs, repo_root):
-    if not (repo_root / "serep_engine" / "weights" / "capture_model.safetensors").exists():
+def capture_ready(repo_root):
+    if not (repo_root / "serep_engine" / "weights" / "capture_model.onnx").exists():
         pytest.skip("the capture model's weights are not in serep_engine/weights yet")
     if not VIDEOS.exists():
         pytest.skip(f"real clips not found at {VIDEOS}")
@@ -414,12 +414,11 @@ def test_a_capture_imports_the_bundled_wheels_and_nothing_else(capture_ready, ad
     """What the zip bundles is what the engine imports at run time: a real capture by the worker as the add-on
     starts it (this Python, the engine and the installed wheels first on the path), but with none of this venv's
     packages beyond what Blender's own Python has (numpy and what bpy requires: `python -S`, those linked into a
-    folder on the path; plus torch and its requirements while the engine needs them). Its modules at the end, each
+    folder on the path). Its modules at the end, each
     mapped to its distribution, must be the bundled ones plus some of Blender's own. (Blender's own Python has no
     matplotlib: mediapipe's import of it meets serep_engine/compat.py's stand-in here too.)"""
     settings = addon.preferences.Settings()
-    torch_free = (Path(addon.__file__).parent / "engine" / "serep_engine" / "weights" / "capture_model.onnx").exists()
-    allowed = requirement_closure("bpy", *([] if torch_free else ["torch"]))
+    allowed = requirement_closure("bpy")
     site = tmp_path / "blender-python"
     site.mkdir()
     for name in sorted(allowed):
@@ -451,8 +450,8 @@ def test_a_capture_imports_the_bundled_wheels_and_nothing_else(capture_ready, ad
     assert Path(record["engine"]).is_relative_to(Path(addon.__file__).parent)  # the extension's engine, no other
     imported = {distribution_name(name) for name in record["names"]}
     bundled = set(bundled_wheels(extension_zip))
-    waiting = set() if torch_free else {"onnxruntime"}  # bundled for the engine's ONNX inference, not there yet
-    assert bundled - waiting <= imported, f"bundled, never imported: {sorted(bundled - waiting - imported)}"
+    assert bundled <= imported, f"bundled, never imported: {sorted(bundled - imported)}"
+    assert "torch" not in imported
     assert imported - bundled <= allowed, f"imported, not bundled: {sorted(imported - bundled - allowed)}"
 
 
@@ -574,7 +573,7 @@ def test_tuning_rebakes_a_captured_clip_without_the_engine(capture_ready, addon,
     assert "from kept captures" not in addon.capture_queue.LAST["summary"]
 
 
-def test_a_whole_character_and_the_takes_timecode(engine_runs, addon, head):
+def test_a_whole_character_and_the_takes_timecode(addon, head):
     """A character's teeth (a separate mesh with its own jawOpen key, in the Character collection) get the head's
     ARKit weights in every output mode, in an Action of their own; the user's keys stay. With Start at Timecode
     the take's first row lands on the scene frame of its timecode."""

@@ -27,11 +27,11 @@ from serep_engine.worker import Protocol, with_memory_fallback
 REPO = Path(__file__).resolve().parents[1]
 VIDEOS = REPO.parent / "shared" / "data" / "real" / "videos"
 CLIP = VIDEOS / "May_5s.mp4"
-WEIGHTS = REPO / "serep_engine" / "weights" / "capture_model.safetensors"
+WEIGHTS = REPO / "serep_engine" / "weights" / "capture_model.onnx"
 
 
 @pytest.fixture(scope="session")
-def capture_ready(engine_runs):
+def capture_ready():
     if not WEIGHTS.exists():
         pytest.skip("the capture model's weights are not in serep_engine/weights yet")
     if not CLIP.exists():

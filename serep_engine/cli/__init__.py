@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from serep_engine.cli import capture, common, data, evaluate, export_onnx, train
-from serep_engine.compat import stand_in_for_matplotlib
 from serep_engine.device import BACKENDS
 
 
@@ -53,7 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    stand_in_for_matplotlib()  # before mediapipe is imported (serep_engine/compat.py)
     if getattr(args, "json_only", False):
         common.quiet()
     try:

@@ -37,6 +37,7 @@ from serep_engine.capture.real import read_landmark_photos
 from serep_engine.expression.model import ExpressionModel
 from serep_engine.facemodel.ict import ICTModel
 from serep_engine.paths import data_dir
+from serep_engine.track.tracking import BLENDSHAPE_NAMES, FaceTracker
 
 MAX_YAW_DEG = 35.0
 MAX_CLIP_FRAMES = 150
@@ -90,31 +91,15 @@ def compare(captured: list[dict], truth: list[dict]) -> dict:
     return out
 
 
-class Landmarker:
-    """mediapipe's Face Landmarker (Tasks API) on photos: blendshape scores and the head's yaw."""
+def scores_of(observation) -> dict[str, float]:
+    """{ARKit name: score} of a tracker observation's blendshapes (`_neutral` left out)."""
+    return {name: float(score) for name, score in zip(BLENDSHAPE_NAMES, observation.blendshapes) if name != "_neutral"}
 
-    def __init__(self):
-        import mediapipe as mp
-        from mediapipe.tasks.python import BaseOptions, vision
 
-        model = data_dir() / "mediapipe" / "face_landmarker.task"
-        options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(model)),
-                                               running_mode=vision.RunningMode.IMAGE, num_faces=1,
-                                               output_face_blendshapes=True, output_facial_transformation_matrixes=True)
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
-        self._image = lambda rgb: mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-
-    def __call__(self, rgb: np.ndarray) -> tuple[dict[str, float], float] | None:
-        """({ARKit name: score}, yaw in degrees), or None without a face."""
-        result = self._landmarker.detect(self._image(rgb))
-        if not result.face_landmarks:
-            return None
-        scores = {c.category_name: float(c.score) for c in result.face_blendshapes[0] if c.category_name != "_neutral"}
-        rotation = np.asarray(result.facial_transformation_matrixes[0])[:3, :3]
-        return scores, float(np.degrees(np.arctan2(rotation[0, 2], rotation[2, 2])))
-
-    def close(self) -> None:
-        self._landmarker.close()
+def yaw_of(observation) -> float:
+    """The head's yaw in degrees, from the Landmarker's facial transformation matrix."""
+    rotation = observation.matrix[:3, :3]
+    return float(np.degrees(np.arctan2(rotation[0, 2], rotation[2, 2])))
 
 
 def blendshape_meshes(face_model: ICTModel, model, scores: list[dict[str, float]],
@@ -148,20 +133,17 @@ def evaluate_photos(face_model: ICTModel, methods: list[str], directory: str | P
         photos = read_landmark_photos(directory or default_photos())
     except FileNotFoundError:  # no landmarks68.json: no usable photo
         photos = []
-    landmarker = Landmarker()
     kept, scores = [], []
-    try:
+    with FaceTracker(video=False, max_faces=1) as tracker:
         for path, points in photos:
             image = cv2.imread(str(path))
             if image is None:
                 continue
             rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            seen = landmarker(rgb)
-            if seen is not None and abs(seen[1]) < MAX_YAW_DEG:
+            seen = tracker.track(rgb)
+            if seen.found and abs(yaw_of(seen)) < MAX_YAW_DEG:
                 kept.append((rgb, points))
-                scores.append(seen[0])
-    finally:
-        landmarker.close()
+                scores.append(scores_of(seen))
     if log:
         log(f"photos: {len(kept)} of {len(photos)} with a face turned less than {MAX_YAW_DEG:g} degrees")
     if not kept:
@@ -213,40 +195,22 @@ def _align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (points - ca) @ rotation * scale + cb
 
 
-def video_landmarker():
-    """mediapipe's Face Landmarker (Tasks API, the bundle in the data folder) in VIDEO mode, with blendshapes and
-    the facial transformation matrix."""
-    from mediapipe.tasks.python import BaseOptions, vision
-
-    options = vision.FaceLandmarkerOptions(
-        base_options=BaseOptions(model_asset_path=str(data_dir() / "mediapipe" / "face_landmarker.task")),
-        running_mode=vision.RunningMode.VIDEO, num_faces=1, output_face_blendshapes=True,
-        output_facial_transformation_matrixes=True)
-    return vision.FaceLandmarker.create_from_options(options)
-
-
 def track_clip(path: Path, frames: int) -> dict:
     """The first `frames` RGB frames of a clip with the Landmarker's points (face frame), blendshapes, yaw."""
-    import mediapipe as mp
-
     from serep_engine.track.video import probe, read_frames
 
     info = probe(path)
     rgbs, points, scores, blinks, yaws = [], [], [], [], []
-    with video_landmarker() as landmarker:
-        for index, rgb in read_frames(info, 0, frames):
-            result = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
-                                                          data=np.ascontiguousarray(rgb)), int(index * 1000 / info.fps))
-            if not result.face_landmarks:
+    with FaceTracker(video=True, max_faces=1, fps=info.fps) as tracker:
+        for _, rgb in read_frames(info, 0, frames):
+            seen = tracker.track(rgb)
+            if not seen.found:
                 continue
-            h, w = rgb.shape[:2]
             # pixels, y up, depth toward the viewer: a right-handed frame for the rigid alignment
-            points.append(np.array([(q.x * w, -q.y * h, -q.z * w) for q in result.face_landmarks[0]]))
-            scores.append({c.category_name: float(c.score) for c in result.face_blendshapes[0]
-                           if c.category_name != "_neutral"})
+            points.append(seen.landmarks * [1.0, -1.0, -1.0])
+            scores.append(scores_of(seen))
             blinks.append((scores[-1]["eyeBlinkLeft"], scores[-1]["eyeBlinkRight"]))
-            rotation = np.asarray(result.facial_transformation_matrixes[0])[:3, :3]
-            yaws.append(abs(np.degrees(np.arctan2(rotation[0, 2], rotation[2, 2]))))
+            yaws.append(abs(yaw_of(seen)))
             rgbs.append(rgb)
     if not points:
         return {"frames": np.zeros((0,)), "measures": [], "scores": [], "blinks": np.zeros((0, 2))}

@@ -79,17 +79,15 @@ def prepare(face_model: ICTModel, path: Path, index: int) -> dict | None:
 
 def mediapipe_scores(frames: np.ndarray, fps: float = 30.0) -> np.ndarray:
     """(F, 52) the Face Landmarker's blendshape scores in ARKIT_NAMES order over frames (zero without a face)."""
-    import mediapipe as mp
-
-    from serep_engine.eval.real import video_landmarker
+    from serep_engine.eval.real import scores_of
+    from serep_engine.track.tracking import FaceTracker
 
     out = np.zeros((len(frames), len(ARKIT_NAMES)), np.float32)
-    with video_landmarker() as landmarker:
+    with FaceTracker(video=True, max_faces=1, fps=fps) as tracker:
         for f, rgb in enumerate(frames):
-            result = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
-                                                          data=np.ascontiguousarray(rgb)), int(f * 1000 / fps))
-            if result.face_blendshapes:
-                scores = {c.category_name: c.score for c in result.face_blendshapes[0]}
+            seen = tracker.track(rgb)
+            if seen.found:
+                scores = scores_of(seen)
                 out[f] = [scores.get(name, 0.0) for name in ARKIT_NAMES]
     return out
 

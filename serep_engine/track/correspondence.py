@@ -33,12 +33,12 @@ def mediapipe_to_template(face_model: ICTModel, open_mouth: bool = False) -> tup
 
 def _lifted(face_model: ICTModel, expression: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """mediapipe's points on renders of the template with `expression` (ICT weights), lifted to its vertices."""
-    import mediapipe
+    from importlib.metadata import version
 
     from serep_engine.facemodel.expressions import INDEX
 
     suffix = "_open_mouth" if expression else ""
-    path = cache_dir() / f"mediapipe{mediapipe.__version__}_to_ict_face{suffix}.npz"
+    path = cache_dir() / f"mediapipe{version('mediapipe')}_to_ict_face{suffix}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as cached:
             return cached["vertex"], cached["valid"]

@@ -14,11 +14,12 @@ tenth of a large frame (a person at a distance in 4K). In frames of 1920 pixels 
 shows no face, square windows of the frame's height and half of it are searched; a face found in one is then
 followed in a window four times its size, re-centred as it moves.
 
-The Landmarker's face detector misses many strongly turned faces (measured on SynthREX's 60-degree views: the face
-found in about 60% of the frames, where the legacy face mesh kept it in 99% by tracking from its own landmarks).
-When a face tracked a moment ago (`REFIND_FRAMES`) is not found, the tracker looks again where it was: square views
-around its last box, enlarged to the detector's liking, as they are and with their lightness equalised (CLAHE: pale,
-low-contrast faces are the ones lost); the first view that shows a face gives the frame's landmarks.
+The Landmarker's face detector misses many strongly turned faces (SynthREX's 60-degree views: found in 43% of the
+frames one by one, where the legacy face mesh kept 99% by following its own landmarks). So in a clip the VIDEO-mode
+Landmarker follows one face from frame to frame and keeps it down to a presence of KEEP_CONFIDENCE, and a face
+followed a moment ago (`REFIND_FRAMES`) but not found is looked for again where it was: square views around its last
+box, enlarged to the detector's liking, as they are and with their lightness equalised (CLAHE: pale, low-contrast
+faces are the ones lost); the first view that shows a face gives the frame's landmarks.
 """
 
 from __future__ import annotations
@@ -70,10 +71,12 @@ class FaceTracker:
     """`video`: frames of one stream, in order, at `fps` (VIDEO mode); else independent images (IMAGE mode)."""
 
     def __init__(self, video: bool = True, max_faces: int = 2, min_confidence: float = 0.5, fps: float = 30.0):
+        from serep_engine.compat import stand_in_for_matplotlib
+        from serep_engine.track.offline import ensure_offline
+
+        stand_in_for_matplotlib()  # before mediapipe is imported
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
-
-        from serep_engine.track.offline import ensure_offline
 
         ensure_offline()
         self._image = mp.Image
@@ -144,7 +147,8 @@ class FaceTracker:
             raise ValueError(f"expected an RGB frame (H, W, 3), got shape {rgb.shape}")
         self._frames += 1
         observation = self._find(rgb)
-        if not observation.found and self._last_box is not None and self._lost_for < REFIND_FRAMES:
+        if not observation.found and self._video is not None and self._last_box is not None \
+                and self._lost_for < REFIND_FRAMES:
             observation = self._refind(rgb, self._last_box)
         if observation.found:
             self._last_box, self._lost_for = observation.box, 0
