@@ -15,9 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from serep_engine.facemodel.ict import ICTModel
-
-RENDER_SIZE = 512
-
+from serep_engine.track.correspondence import checked_pairing, mediapipe_mirror  # noqa: F401 (one of the maps)
 
 def vertex_mirror(face_model: ICTModel) -> np.ndarray:
     """(V,) the face template vertex on the other side of each vertex."""
@@ -35,26 +33,6 @@ def ibug68_mirror(face_model: ICTModel) -> np.ndarray:
     return _checked(cKDTree(points).query(points * [-1.0, 1.0, 1.0])[1], "iBUG 68")
 
 
-def mediapipe_mirror(face_model: ICTModel) -> np.ndarray:
-    """(478,) the mirror partner of each mediapipe landmark: the template rendered head-on is symmetric about
-    the image's centre column, so each landmark is paired with the landmark nearest its reflection."""
-    from scipy.optimize import linear_sum_assignment
-
-    from serep_engine.render.head import Appearance, Camera, HeadRenderer
-    from serep_engine.track.tracking import FaceTracker
-
-    renderer = HeadRenderer(face_model, RENDER_SIZE)
-    image, mask = renderer.render(face_model.neutral, Camera(RENDER_SIZE, focal=1800.0, distance=90.0), Appearance())
-    with FaceTracker(video=False, max_faces=1) as tracker:
-        observation = tracker.track(np.where(mask[..., None], image, 128).astype(np.uint8))
-    if not observation.found:
-        raise RuntimeError("mediapipe found no face on the rendered template")
-    points = observation.landmarks[:, :2]
-    reflected = points * [-1.0, 1.0] + [RENDER_SIZE - 1.0, 0.0]
-    _, partner = linear_sum_assignment(np.linalg.norm(reflected[:, None] - points[None], axis=2))
-    return _checked(partner, "mediapipe")
-
-
 def code_mirror(expression_model, face_model: ICTModel) -> np.ndarray:
     """(D, D) M with mirrored_code = code @ M."""
     import torch
@@ -67,9 +45,7 @@ def code_mirror(expression_model, face_model: ICTModel) -> np.ndarray:
 
 
 def _checked(partner: np.ndarray, what: str) -> np.ndarray:
-    if not np.array_equal(partner[partner], np.arange(len(partner))):
-        raise RuntimeError(f"the {what} landmark mirror is not a pairing")
-    return partner.astype(np.int64)
+    return checked_pairing(partner, what)
 
 
 def mirror_points(points, partner, crop_size: float):

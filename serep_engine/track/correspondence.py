@@ -66,3 +66,39 @@ def _lifted(face_model: ICTModel, expression: dict[str, float]) -> tuple[np.ndar
     valid = np.isfinite(surface).all(1) & (distance < MAX_SURFACE_DISTANCE_CM)
     np.savez(path, vertex=vertex.astype(np.int64), valid=valid)
     return vertex.astype(np.int64), valid
+
+
+def mediapipe_mirror(face_model: ICTModel, render_size: int = 512) -> np.ndarray:
+    """(478,) the mirror partner of each mediapipe landmark (the same points on a face seen in a mirror): the
+    template rendered head-on is symmetric about the image's centre column, so each landmark is paired with the
+    landmark nearest its reflection. Cached on disk (it depends only on mediapipe's version)."""
+    from importlib.metadata import version
+
+    from serep_engine.cache import cached_array
+
+    return cached_array(cache_dir() / f"mediapipe{version('mediapipe')}_mirror.npy",
+                        lambda: _mirror_pairing(face_model, render_size)).astype(np.int64)
+
+
+def _mirror_pairing(face_model: ICTModel, render_size: int) -> np.ndarray:
+    from scipy.optimize import linear_sum_assignment
+
+    from serep_engine.render.head import Appearance, Camera, HeadRenderer
+    from serep_engine.track.tracking import FaceTracker
+
+    renderer = HeadRenderer(face_model, render_size)
+    image, mask = renderer.render(face_model.neutral, Camera(render_size, focal=1800.0, distance=90.0), Appearance())
+    with FaceTracker(video=False, max_faces=1) as tracker:
+        observation = tracker.track(np.where(mask[..., None], image, 128).astype(np.uint8))
+    if not observation.found:
+        raise RuntimeError("mediapipe found no face on the rendered template")
+    points = observation.landmarks[:, :2]
+    reflected = points * [-1.0, 1.0] + [render_size - 1.0, 0.0]
+    _, partner = linear_sum_assignment(np.linalg.norm(reflected[:, None] - points[None], axis=2))
+    return checked_pairing(partner, "mediapipe")
+
+
+def checked_pairing(partner: np.ndarray, what: str) -> np.ndarray:
+    if not np.array_equal(partner[partner], np.arange(len(partner))):
+        raise RuntimeError(f"the {what} landmark mirror is not a pairing")
+    return partner.astype(np.int64)

@@ -19,7 +19,8 @@ frames one by one, where the legacy face mesh kept 99% by following its own land
 Landmarker follows one face from frame to frame and keeps it down to a presence of KEEP_CONFIDENCE, and a face
 followed a moment ago (`REFIND_FRAMES`) but not found is looked for again where it was: square views around its last
 box, enlarged to the detector's liking, as they are and with their lightness equalised (CLAHE: pale, low-contrast
-faces are the ones lost); the first view that shows a face gives the frame's landmarks.
+faces are the ones lost), each also mirrored (the detector finds some faces turned one way and not the other); the
+first view that shows a face gives the frame's landmarks.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ BLENDSHAPE_NAMES = (
     "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
     "noseSneerLeft", "noseSneerRight",
 )
+
+BLENDSHAPE_MIRROR = [BLENDSHAPE_NAMES.index(name.replace("Left", "_").replace("Right", "Left").replace("_", "Right"))
+                     if "Left" in name or "Right" in name else i for i, name in enumerate(BLENDSHAPE_NAMES)]
 
 
 @dataclass
@@ -107,6 +111,7 @@ class FaceTracker:
         self._previous_centre: np.ndarray | None = None
         self._last_box: np.ndarray | None = None  # the main face's box when last found, and frames since then
         self._lost_for = 0
+        self._mirror: np.ndarray | None = None  # mediapipe's landmark mirror partners, loaded on first need
         self._window: tuple[int, int, int, int] | None = None  # where a small face in a large frame is followed
 
     def close(self) -> None:
@@ -175,7 +180,7 @@ class FaceTracker:
         return observation
 
     def _refind(self, rgb: np.ndarray, box: np.ndarray) -> FaceObservation:
-        """The face lost since `box`, looked for in square views around it (module docstring)."""
+        """The face lost since `box`, looked for in square views around it, each also mirrored (module docstring)."""
         import cv2
 
         centre, size = (box[:2] + box[2:]) / 2, max(box[2] - box[0], box[3] - box[1])
@@ -188,18 +193,36 @@ class FaceTracker:
                 lab = cv2.cvtColor(view, cv2.COLOR_RGB2LAB)
                 lab[..., 0] = cv2.createCLAHE(2.0, (4, 4)).apply(lab[..., 0])
                 view = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
-            previous, self._previous_centre = self._previous_centre, None
-            if previous is not None:  # the main-track rule, in the view's pixels
-                self._previous_centre = scale * previous + offset
-            found = self._track_in(view, (0, 0, REFIND_SIZE, REFIND_SIZE), still=True)
-            self._previous_centre = previous
-            if found.found:
+            for mirrored in (False, True):
+                previous, self._previous_centre = self._previous_centre, None  # the view's centre is the face
+                found = self._track_in(view[:, ::-1] if mirrored else view, (0, 0, REFIND_SIZE, REFIND_SIZE),
+                                       still=True)
+                self._previous_centre = previous
+                if not found.found:
+                    continue
+                if mirrored:
+                    found = self._unmirrored(found)
                 found.landmarks /= scale
                 found.landmarks[:, :2] -= offset / scale
                 found.box = (found.box - np.tile(offset, 2)) / scale
-                self._previous_centre = (found.box[:2] + found.box[2:]) / 2  # in the frame, not the view
+                self._previous_centre = (found.box[:2] + found.box[2:]) / 2
                 return found
         return FaceObservation.none()
+
+    def _unmirrored(self, seen: FaceObservation) -> FaceObservation:
+        """A face read in a mirrored REFIND_SIZE view, as the view itself shows it: each landmark takes its mirror
+        partner's place, left and right blendshapes swap, the head's matrix is reflected back."""
+        if self._mirror is None:
+            from serep_engine.facemodel.ict import ICTModel
+            from serep_engine.track.correspondence import mediapipe_mirror
+
+            self._mirror = mediapipe_mirror(ICTModel.load())
+        landmarks = seen.landmarks[self._mirror]
+        landmarks[:, 0] = REFIND_SIZE - landmarks[:, 0]  # mediapipe's x: pixel edges at whole numbers
+        box = np.array([REFIND_SIZE - seen.box[2], seen.box[1], REFIND_SIZE - seen.box[0], seen.box[3]])
+        reflect = np.diag([-1.0, 1.0, 1.0, 1.0]).astype(np.float32)
+        return FaceObservation(True, landmarks, box, seen.blendshapes[BLENDSHAPE_MIRROR],
+                               reflect @ seen.matrix @ reflect)
 
     def _track_in(self, rgb: np.ndarray, window: tuple[int, int, int, int], still: bool = False) -> FaceObservation:
         """The main face in one window (x0, y0, x1, y1) of the frame, in the frame's pixels. In VIDEO mode the
