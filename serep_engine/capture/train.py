@@ -65,7 +65,6 @@ class TrainCaptureConfig:
     pseudo_weight: float = 0.0  # weight of the real crops' code pseudo-labels (0: none are used)
     batch_pseudo: int = 16
     pseudo_from: str = ""  # capture model whose codes are the refinement's prior (default: init_from, else shipped)
-    landmark_head_only: bool = False  # H_lmks alone; the rest frozen (batch norms too), so the codes stay as they were
 
 
 def region_grams(expression_model, face_model) -> dict[str, torch.Tensor]:
@@ -245,11 +244,7 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
                     "real": len(real["crops"]), "pseudo": 0 if pseudo is None else len(pseudo["code"])}))
 
     net = CaptureNet(model_config).to(device)
-    if config.landmark_head_only:
-        net.requires_grad_(False)
-        net.landmark_head.requires_grad_(True)
-    optimiser = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / "checkpoint.pt"
@@ -278,7 +273,7 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
 
     running, counted = {}, 0
     for step in range(start_step, config.steps):
-        net.train(not config.landmark_head_only)
+        net.train()
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step)
         synth_index = rng.integers(len(synth["code"]), size=config.batch_synth)
