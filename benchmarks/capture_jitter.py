@@ -5,7 +5,9 @@ second whose tracked landmarks move least), and report the mean frame-to-frame c
 template mesh there (region-weighted RMS per vertex, mm, the metric of training) for the raw codes and
 for the filtered ones (the engine's default smoothing).
 
-    python benchmarks/capture_jitter.py [--clips 22] [--frames 300]
+    python benchmarks/capture_jitter.py [--clips 22] [--frames 300] [--no-follow-landmarks]
+
+(`--no-follow-landmarks`: the network's codes alone, without the refinement against mediapipe's landmarks.)
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=0, help="first N clips (0 = all)")
     parser.add_argument("--frames", type=int, default=300, help="frames per clip from the start")
+    parser.add_argument("--no-follow-landmarks", dest="follow_landmarks", action="store_false")
     args = parser.parse_args()
 
     from serep_engine.capture.train import region_gram
     from serep_engine.engine import CaptureOptions, Engine
+    from serep_engine.expression.model import ExpressionModel
     from serep_engine.track.filters import fill_gaps, smooth_codes
     from serep_engine.paths import data_dir
 
     engine = Engine.from_pretrained("cpu")
-    gram = region_gram(engine.expression_model, engine.face_model).double().numpy()
+    gram = region_gram(ExpressionModel.from_pretrained("cpu", engine.face_model), engine.face_model).double().numpy()
 
     def change_mm(codes: np.ndarray) -> float:
         steps = np.diff(codes.astype(np.float64), axis=0)
@@ -39,7 +43,7 @@ def main() -> int:
     rows = {}
     clips = sorted((data_dir() / "real" / "videos").glob("*.mp4"))[: args.clips or None]
     for clip in clips:
-        tracked = engine.track(clip, 0, args.frames, CaptureOptions())
+        tracked = engine.track(clip, 0, args.frames, CaptureOptions(follow_landmarks=args.follow_landmarks))
         found, fps = tracked["face_found"], tracked["fps"]
         window = int(round(fps))
         if found.sum() < window + 1:
