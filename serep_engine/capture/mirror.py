@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from serep_engine.facemodel.ict import ICTModel
-from serep_engine.track.correspondence import checked_pairing, mediapipe_mirror  # noqa: F401 (one of the maps)
+from serep_engine.track.tracking import checked_pairing, mediapipe_mirror  # noqa: F401 (one of the maps)
 
 def vertex_mirror(face_model: ICTModel) -> np.ndarray:
     """(V,) the face template vertex on the other side of each vertex."""
@@ -30,7 +30,7 @@ def ibug68_mirror(face_model: ICTModel) -> np.ndarray:
     from scipy.spatial import cKDTree
 
     points = face_model.face_neutral[face_model.landmarks68]
-    return _checked(cKDTree(points).query(points * [-1.0, 1.0, 1.0])[1], "iBUG 68")
+    return checked_pairing(cKDTree(points).query(points * [-1.0, 1.0, 1.0])[1], "iBUG 68")
 
 
 def code_mirror(expression_model, face_model: ICTModel) -> np.ndarray:
@@ -42,10 +42,6 @@ def code_mirror(expression_model, face_model: ICTModel) -> np.ndarray:
         basis = expression_model.identity_basis(face_model.face_neutral)
         mirrored = basis[:, flip] * torch.tensor([-1.0, 1.0, 1.0], dtype=basis.dtype)
         return expression_model.encode_displacements(mirrored, basis).numpy().astype(np.float32)
-
-
-def _checked(partner: np.ndarray, what: str) -> np.ndarray:
-    return checked_pairing(partner, what)
 
 
 def mirror_points(points, partner, crop_size: float):

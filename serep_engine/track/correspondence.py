@@ -58,7 +58,9 @@ def _lifted(face_model: ICTModel, expression: dict[str, float]) -> tuple[np.ndar
             image, mask = renderer.render(head, camera, Appearance())
             observation = tracker.track(np.where(mask[..., None], image, 128).astype(np.uint8))
             if observation.found:
-                points.append(camera.unproject(observation.landmarks[:, :2], renderer.depth()))
+                lifted = camera.unproject(observation.landmarks[:, :2], renderer.depth())
+                points.append(_lips_onto_lips(lifted, observation.landmarks[:, :2], head[:len(face_model.face_neutral)],
+                                              camera, renderer.depth()))
     if not points:
         raise RuntimeError("mediapipe found no face on the rendered template")
     surface = np.nanmedian(np.stack(points), axis=0)
@@ -68,37 +70,18 @@ def _lifted(face_model: ICTModel, expression: dict[str, float]) -> tuple[np.ndar
     return vertex.astype(np.int64), valid
 
 
-def mediapipe_mirror(face_model: ICTModel, render_size: int = 512) -> np.ndarray:
-    """(478,) the mirror partner of each mediapipe landmark (the same points on a face seen in a mirror): the
-    template rendered head-on is symmetric about the image's centre column, so each landmark is paired with the
-    landmark nearest its reflection. Cached on disk (it depends only on mediapipe's version)."""
-    from importlib.metadata import version
+def _lips_onto_lips(lifted: np.ndarray, pixels: np.ndarray, face: np.ndarray, camera, depth: np.ndarray) -> np.ndarray:
+    """Lip points that the depth buffer lifted off the face take the face vertex drawn nearest to them instead: on an
+    open mouth the Tasks landmarker puts the lower inner lip a few pixels into the mouth, where the depth is the
+    mouth's inside, 1-3 cm behind the lip."""
+    from scipy.spatial import cKDTree
 
-    from serep_engine.cache import cached_array
-
-    return cached_array(cache_dir() / f"mediapipe{version('mediapipe')}_mirror.npy",
-                        lambda: _mirror_pairing(face_model, render_size)).astype(np.int64)
-
-
-def _mirror_pairing(face_model: ICTModel, render_size: int) -> np.ndarray:
-    from scipy.optimize import linear_sum_assignment
-
-    from serep_engine.render.head import Appearance, Camera, HeadRenderer
-    from serep_engine.track.tracking import FaceTracker
-
-    renderer = HeadRenderer(face_model, render_size)
-    image, mask = renderer.render(face_model.neutral, Camera(render_size, focal=1800.0, distance=90.0), Appearance())
-    with FaceTracker(video=False, max_faces=1) as tracker:
-        observation = tracker.track(np.where(mask[..., None], image, 128).astype(np.uint8))
-    if not observation.found:
-        raise RuntimeError("mediapipe found no face on the rendered template")
-    points = observation.landmarks[:, :2]
-    reflected = points * [-1.0, 1.0] + [render_size - 1.0, 0.0]
-    _, partner = linear_sum_assignment(np.linalg.norm(reflected[:, None] - points[None], axis=2))
-    return checked_pairing(partner, "mediapipe")
-
-
-def checked_pairing(partner: np.ndarray, what: str) -> np.ndarray:
-    if not np.array_equal(partner[partner], np.arange(len(partner))):
-        raise RuntimeError(f"the {what} landmark mirror is not a pairing")
-    return partner.astype(np.int64)
+    drawn, distance = camera.project(face)
+    ij = np.clip(drawn.round().astype(int), 0, len(depth) - 1)
+    visible = np.flatnonzero(distance <= depth[ij[:, 1], ij[:, 0]] + 0.2)
+    off = np.array([i for i in LIP_POINTS if not cKDTree(face).query(np.nan_to_num(lifted[i], nan=1e6))[0]
+                    < MAX_SURFACE_DISTANCE_CM], int)
+    if len(off):
+        lifted = lifted.copy()
+        lifted[off] = face[visible[cKDTree(drawn[visible]).query(pixels[off])[1]]]
+    return lifted

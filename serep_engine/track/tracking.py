@@ -214,7 +214,6 @@ class FaceTracker:
         partner's place, left and right blendshapes swap, the head's matrix is reflected back."""
         if self._mirror is None:
             from serep_engine.facemodel.ict import ICTModel
-            from serep_engine.track.correspondence import mediapipe_mirror
 
             self._mirror = mediapipe_mirror(ICTModel.load())
         landmarks = seen.landmarks[self._mirror]
@@ -277,6 +276,42 @@ class FaceTracker:
         x0 = int(np.clip(centre[0] - side / 2, 0, width - side))
         y0 = int(np.clip(centre[1] - side / 2, 0, height - side))
         self._window = (x0, y0, x0 + side, y0 + side)
+
+
+def mediapipe_mirror(face_model, render_size: int = 512) -> np.ndarray:
+    """(478,) the mirror partner of each mediapipe landmark (the same points on a face seen in a mirror): the
+    template rendered head-on is symmetric about the image's centre column, so each landmark is paired with the
+    landmark nearest its reflection. Cached on disk (it depends only on mediapipe's version)."""
+    from importlib.metadata import version
+
+    from serep_engine.cache import cached_array
+    from serep_engine.paths import cache_dir
+
+    return cached_array(cache_dir() / f"mediapipe{version('mediapipe')}_mirror.npy",
+                        lambda: _mirror_pairing(face_model, render_size)).astype(np.int64)
+
+
+def _mirror_pairing(face_model, render_size: int) -> np.ndarray:
+    from scipy.optimize import linear_sum_assignment
+
+    from serep_engine.render.head import Appearance, Camera, HeadRenderer
+
+    renderer = HeadRenderer(face_model, render_size)
+    image, mask = renderer.render(face_model.neutral, Camera(render_size, focal=1800.0, distance=90.0), Appearance())
+    with FaceTracker(video=False, max_faces=1) as tracker:
+        observation = tracker.track(np.where(mask[..., None], image, 128).astype(np.uint8))
+    if not observation.found:
+        raise RuntimeError("mediapipe found no face on the rendered template")
+    points = observation.landmarks[:, :2]
+    reflected = points * [-1.0, 1.0] + [render_size - 1.0, 0.0]
+    _, partner = linear_sum_assignment(np.linalg.norm(reflected[:, None] - points[None], axis=2))
+    return checked_pairing(partner, "mediapipe")
+
+
+def checked_pairing(partner: np.ndarray, what: str) -> np.ndarray:
+    if not np.array_equal(partner[partner], np.arange(len(partner))):
+        raise RuntimeError(f"the {what} landmark mirror is not a pairing")
+    return partner.astype(np.int64)
 
 
 @contextmanager
