@@ -39,6 +39,20 @@ class CaptureModelConfig:
         return 2 * self.input_size if self.region_patches else self.input_size
 
 
+class ConfiguredModel:
+    """What the engine reads of either capture backend's configuration (`self.config`)."""
+
+    config: CaptureModelConfig
+
+    @property
+    def code_dim(self) -> int:
+        return self.config.code_dim
+
+    @property
+    def crop_size(self) -> int:
+        return self.config.crop_size
+
+
 def load_config(directory: str | Path, name: str = WEIGHTS_NAME) -> tuple[CaptureModelConfig, dict]:
     """The config and the rest of the metadata saved beside a capture model's weights."""
     metadata = json.loads((Path(directory) / f"{name}.json").read_text())

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from serep_engine.capture.inputs import (N_MEDIAPIPE, PATCHES, WEIGHTS_NAME, CaptureModelConfig, load_config,
-                                         network_arrays)
+from serep_engine.capture.inputs import (N_MEDIAPIPE, PATCHES, WEIGHTS_NAME, CaptureModelConfig, ConfiguredModel,
+                                         load_config, network_arrays)
 from serep_engine.capture.mirror import mirror_points
 from serep_engine.device import pick_device
 
@@ -153,7 +153,7 @@ def to_network_inputs(crops, crop_landmarks, config: CaptureModelConfig, device)
     return torch.from_numpy(images).to(device), torch.from_numpy(points).to(device)
 
 
-class CaptureModel:
+class CaptureModel(ConfiguredModel):
     """The trained network with what running it needs: `predict` on batches of front-end crops."""
 
     backend = "torch"
@@ -167,13 +167,6 @@ class CaptureModel:
     def config(self) -> CaptureModelConfig:
         return self.net.config
 
-    @property
-    def code_dim(self) -> int:
-        return self.config.code_dim
-
-    @property
-    def crop_size(self) -> int:
-        return self.config.crop_size
 
     @torch.no_grad()
     def predict(self, crops, crop_landmarks, mirror_average: bool = True) -> tuple[np.ndarray, np.ndarray]:

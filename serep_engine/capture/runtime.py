@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from serep_engine.capture.inputs import WEIGHTS_NAME, CaptureModelConfig, load_config, network_arrays
+from serep_engine.capture.inputs import WEIGHTS_NAME, CaptureModelConfig, ConfiguredModel, load_config, network_arrays
 from serep_engine.device import thread_count
 
 ONNX_NAME = f"{WEIGHTS_NAME}.onnx"
 
 
-class OnnxCaptureModel:
+class OnnxCaptureModel(ConfiguredModel):
     backend = "onnx"
 
     def __init__(self, path: str | os.PathLike, config: CaptureModelConfig, metadata: dict | None = None,
@@ -38,14 +38,6 @@ class OnnxCaptureModel:
         self.config = config
         self.metadata = metadata or {}
         self.device = device
-
-    @property
-    def code_dim(self) -> int:
-        return self.config.code_dim
-
-    @property
-    def crop_size(self) -> int:
-        return self.config.crop_size
 
     def predict(self, crops, crop_landmarks, mirror_average: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """As `CaptureModel.predict`: codes (B, D) and 68 landmarks (B, 68, 2) in crop pixels."""
