@@ -14,7 +14,7 @@ tenth of a large frame (a person at a distance in 4K). In frames of 1920 pixels 
 shows no face, square windows of the frame's height and half of it are searched; a face found in one is then
 followed in a window four times its size, re-centred as it moves.
 
-The Landmarker's face detector misses many strongly turned faces (SynthREX's 60-degree views: found in 43% of the
+The Landmarker's face detector misses many strongly turned faces (SynthREX's 60-degree views: found in 49% of the
 frames one by one, where the legacy face mesh kept 99% by following its own landmarks). So in a clip the VIDEO-mode
 Landmarker follows one face from frame to frame and keeps it down to a presence of KEEP_CONFIDENCE, and a face
 followed a moment ago (`REFIND_FRAMES`) but not found is looked for again where it was: square views around its last
