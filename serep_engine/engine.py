@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from serep_engine.cache import cached_array
+from serep_engine.capture.landmarks68 import LandmarkMap
 from serep_engine.contract import CaptureResult, JobOptions, Take, TakeError
 from serep_engine.contract.arkit import ARKIT_NAMES
 from serep_engine.device import pick_backend, thread_count
 from serep_engine.expression.decoder import ExpressionDecoder
 from serep_engine.shapekeys.basis import compress
-from serep_engine.track.crop import invert_transform
 from serep_engine.track.filters import fill_gaps
 from serep_engine.track.tracking import BLENDSHAPE_NAMES
 from serep_engine.track.video import VideoInfo, probe
@@ -210,6 +210,7 @@ class Engine:
         last = info.frame_count if end is None else min(end, info.frame_count)
         total = max(last - start, 0)
         pose = HeadPoseEstimator(self.face_model)
+        landmark_map = LandmarkMap.from_pretrained()
         frames, found, codes, landmarks68, poses, blendshapes, matrices = [], [], [], [], [], [], []
         to_refine: dict[int, np.ndarray] = {}  # position -> mediapipe's points, until the position's code is refined
         identity = None  # the actor's face shape (capture/refine.py), from the clip's first REFINE_CHUNK faces
@@ -218,12 +219,9 @@ class Engine:
         started = time.perf_counter()
 
         def predict(batch: list) -> None:  # in the model thread; fills positions the tracking thread is past
-            predicted, points = self.capture_model.predict([f.crop for _, f in batch],
-                                                           [f.crop_landmarks for _, f in batch])
-            for (position, frame), code, crop_points in zip(batch, predicted, points):
+            predicted, _ = self.capture_model.predict([f.crop for _, f in batch], [f.crop_landmarks for _, f in batch])
+            for (position, _), code in zip(batch, predicted):
                 codes[position] = code
-                inverse = invert_transform(frame.transform)
-                landmarks68[position] = crop_points @ inverse[:, :2].T + inverse[:, 2]
 
         def flush(keep: int) -> None:
             if pending:
@@ -260,6 +258,7 @@ class Engine:
                     codes.append(None)
                     landmarks68.append(np.full((68, 2), np.nan, np.float32))
                     if frame.found:
+                        landmarks68[-1] = landmark_map(frame.landmarks)
                         poses.append(pose(frame.landmarks, (info.height, info.width)))
                         pending.append((position, frame))
                         if options.follow_landmarks:

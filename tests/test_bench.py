@@ -16,7 +16,6 @@ torch = pytest.importorskip("torch", reason="the benchmark's stand-in capture mo
 
 from serep_engine.capture.model import CaptureModel, CaptureModelConfig, CaptureNet
 from serep_engine.engine import CaptureOptions, Engine, engine_threads
-from serep_engine.track.crop import invert_transform
 from serep_engine.paths import data_dir
 from serep_engine.shapekeys.basis import compress
 from serep_engine.track.frontend import LiveFrontEnd, ahead, front_end, parallel_front_end
@@ -78,6 +77,7 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model, monk
     end, pose, model and landmark refinement on each frame in order (here with small batches, so that several are
     in flight, and the refinement in chunks of 8 faces: the actor's face shape from the first chunk)."""
     needs_clips()
+    from serep_engine.capture.landmarks68 import LandmarkMap
     from serep_engine.expression.model import ExpressionModel
 
     model = untrained_capture_model()
@@ -91,10 +91,9 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model, monk
     for index, rgb in read_frames(CLIP, 0, 30):
         frame = live(rgb, index)
         assert frame.found
-        code, points = model.predict([frame.crop], [frame.crop_landmarks])
-        inverse = invert_transform(frame.transform)
+        code, _ = model.predict([frame.crop], [frame.crop_landmarks])
         codes.append(code[0])
-        landmarks.append(points[0] @ inverse[:, :2].T + inverse[:, 2])
+        landmarks.append(LandmarkMap.from_pretrained()(frame.landmarks))
         poses.append(pose(frame.landmarks, (info.height, info.width)))
         points478.append(frame.landmarks)
     live.close()

@@ -235,5 +235,5 @@ def test_landmark_benchmark_json(tmp_path):
     run = _run_cli("eval", "landmarks", "--data", subset, "--json")
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert set(result) == {"nme_inner51", "n_images"} and result["n_images"] == 6
-    assert 0 < result["nme_inner51"] < 0.2
+    assert set(result) == {"nme_inner51", "n_images", "landmark_head_nme"} and result["n_images"] == 6
+    assert 0 < result["nme_inner51"] < 0.2 and 0 < result["landmark_head_nme"] < 0.2
