@@ -368,12 +368,18 @@ class Engine:
                                        Tuning(smoothing=options.smoothing, gaps=options.gaps))
             extra = {"arkit_names": np.array(ARKIT_NAMES), "arkit_weights": np.clip(take_weights, 0.0, 1.0)}
         elif options.arkit:
-            from serep_engine.retarget.arkit import ARKitSolver
+            from serep_engine.retarget.arkit import GAZE, ARKitSolver
 
             neutral = self.face_model.face_neutral if registration is None else registration.neutral
             solver = ARKitSolver(self.face_model, neutral)
+            gaze = None  # the eyes' turn is the tracker's (its irises), gaps filled and smoothed as the codes are
+            if "tracker_blendshapes" in tracked:
+                columns = [BLENDSHAPE_NAMES.index(name) for name in GAZE]
+                gaze = tuned_codes(tracked["tracker_blendshapes"][:, columns], found,
+                                   tracked["fps"], Tuning(smoothing=options.smoothing, gaps=options.gaps))
             # a block of frames at a time: a long take's (F, 9409, 3) displacements would not fit in memory
-            arkit = [solver.solve(np.tensordot(codes[first:first + 256], template_basis, axes=1))
+            arkit = [solver.solve(np.tensordot(codes[first:first + 256], template_basis, axes=1),
+                                  None if gaze is None else gaze[first:first + 256])
                      for first in range(0, len(codes), 256)]
             extra = {"arkit_names": np.array(solver.names), "arkit_weights": np.concatenate(arkit)}
         if "tracker_blendshapes" in tracked:

@@ -29,7 +29,7 @@ def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path
                   face_model: ICTModel, expression_model, target=None, registration=None) -> Path:
     """`target` (a TargetMesh whose vertices the result's basis moves) and its `registration` (for the view)."""
     from serep_engine.render.head import Appearance, Camera, HeadRenderer
-    from serep_engine.retarget.arkit import ARKitSolver, arkit_shapes
+    from serep_engine.retarget.arkit import GAZE, ARKitSolver, arkit_shapes
 
     out_path = Path(out_path)
     renderer = HeadRenderer(face_model, PANEL)
@@ -38,6 +38,9 @@ def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path
     basis = ExpressionDecoder.of(expression_model).identity_basis(face_model.face_neutral)
     head = face_model.neutral.copy()
     solver = ARKitSolver(face_model, face_model.face_neutral)
+    if result.tracker_blendshapes is not None:  # the eyes turn as the tracker saw them
+        names = [str(name) for name in result.tracker_blendshape_names]
+        gaze_columns = [names.index(name) for name in GAZE]
     rest_of_head = arkit_shapes(face_model, face_model.expression_basis[:, FACE_VERTEX_COUNT:])
     target_view = None
     if target is not None:
@@ -64,7 +67,8 @@ def write_preview(video_path: str | os.PathLike, result: CaptureResult, out_path
             mesh = head.copy()
             face = np.tensordot(result.codes[i], basis, axes=1)
             mesh[:FACE_VERTEX_COUNT] += face
-            mesh[FACE_VERTEX_COUNT:] += np.tensordot(solver.solve(face[None])[0], rest_of_head, axes=1)
+            gaze = None if result.tracker_blendshapes is None else result.tracker_blendshapes[i:i + 1, gaze_columns]
+            mesh[FACE_VERTEX_COUNT:] += np.tensordot(solver.solve(face[None], gaze)[0], rest_of_head, axes=1)
             right, _ = renderer.render(mesh, camera, appearance)
             panels = [left, right]
             if target_view is not None:

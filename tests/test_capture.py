@@ -237,3 +237,24 @@ def test_landmark_benchmark_json(tmp_path):
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert set(result) == {"nme_inner51", "n_images", "landmark_head_nme"} and result["n_images"] == 6
     assert 0 < result["nme_inner51"] < 0.2 and 0 < result["landmark_head_nme"] < 0.2
+
+
+def test_winks_come_out_as_winks_on_the_arkit_keys(tmp_path):
+    """liveportrait_d3: a real woman winks her left eye (frames 8-21), then her right (34-56), then closes both. The
+    ARKit keys an animator's rig gets close the winking eye (as much as mediapipe's own scores, or more) and leave the
+    other open; the eyes' turn is the tracker's, not read off the lids."""
+    clip = data_dir() / "real" / "videos" / "liveportrait_d3.mp4"
+    if not clip.exists():
+        pytest.skip(f"real clips not found at {clip.parent}")
+    run = _run_cli("capture", clip, "--out", tmp_path / "d3.npz", "--arkit", "--end", "64")
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = CaptureResult.load(tmp_path / "d3.npz")
+    names = [str(n) for n in result.arkit_names]
+    left, right = result.arkit_weights[:, names.index("eyeBlinkLeft")], result.arkit_weights[:, names.index("eyeBlinkRight")]
+    assert left[12:20].min() > 0.4 and right[12:20].max() < 0.1
+    assert right[38:47].min() > 0.4 and left[38:47].max() < 0.1
+    assert min(left[58:64].mean(), right[58:64].mean()) > 0.6  # both closed
+    tracker = [str(n) for n in result.tracker_blendshape_names]
+    for name in ("eyeLookDownLeft", "eyeLookOutRight"):
+        assert np.corrcoef(result.arkit_weights[:, names.index(name)],
+                           result.tracker_blendshapes[:, tracker.index(name)])[0, 1] > 0.8

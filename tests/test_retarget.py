@@ -136,12 +136,28 @@ def test_arkit_solve_recovers_known_weights(face_model):
     rng = np.random.default_rng(1)
     weights = rng.uniform(0, 1, (4, 52)).astype(np.float32) * (rng.random((4, 52)) < 0.3)
     weights[:, ~solver.present] = 0
-    recovered = solver.solve(solver.blend(weights))
+    gaze = rng.uniform(0, 1, (4, 8)).astype(np.float32)  # the tracker's: reported as they are
+    weights[:, solver.gaze] = 0  # and the face's displacements carry none of the gaze shapes' lid motion
+    recovered = solver.solve(solver.blend(weights), gaze=gaze)
+    weights[:, solver.gaze] = gaze
     assert recovered.shape == (4, 52) and recovered.min() >= 0 and recovered.max() <= 1
     np.testing.assert_allclose(recovered, weights, atol=0.02)
     # Out-of-range demands are clipped to the box, and tongueOut stays 0.
-    clipped = solver.solve(solver.blend(np.clip(weights * 3.0, 0, 3)))
+    clipped = solver.solve(solver.blend(np.clip(weights * 3.0, 0, 3)), gaze=gaze)
     assert clipped.max() <= 1.0 and clipped[:, ARKIT_NAMES.index("tongueOut")].max() == 0.0
+
+
+def test_gaze_is_never_read_off_the_lids(face_model):
+    """A blink with no gaze known solves as a blink: the eyeLook shapes, which also move the lids, stay at 0."""
+    solver = ARKitSolver(face_model, face_model.face_neutral)
+    weights = np.zeros((2, 52), np.float32)
+    weights[0, ARKIT_NAMES.index("eyeBlinkLeft")] = 1.0
+    weights[1, ARKIT_NAMES.index("eyeBlinkRight")] = 0.6
+    weights[1, ARKIT_NAMES.index("eyeLookDownRight")] = 0.5  # the lid lowered by a downward look, gaze unknown
+    recovered = solver.solve(solver.blend(weights))
+    assert recovered[:, solver.gaze].max() == 0.0
+    assert recovered[0, ARKIT_NAMES.index("eyeBlinkLeft")] > 0.97
+    assert recovered[1, ARKIT_NAMES.index("eyeBlinkRight")] >= 0.6
 
 
 def _result_with_arkit(tmp_path):

@@ -40,9 +40,20 @@ def neutral_shapes(face_model: ICTModel, neutral: np.ndarray) -> np.ndarray:
     return transferred_shapes(face_model, neutral, f"neutral-{key[:20]}")
 
 
+# The eyes' turn: the eyeballs', which a decoded face does not carry; given by the tracker (its iris), never solved
+GAZE = tuple(name for name in ARKIT_NAMES if name.startswith("eyeLook"))
+
+
 class ARKitSolver:
     """Per-frame ARKit weights in [0, 1] whose blend of the identity's ARKit shapes best matches decoded
-    displacements (bounded least squares over all template vertices)."""
+    displacements (bounded least squares over all template vertices).
+
+    Gaze (the eight eyeLook shapes) is not solved from the face. ICT's eyeLook shapes also move the lids, and solved
+    from the lids they took the blinks' closing: on liveportrait_d3 a closed right eye read eyeBlinkRight 0.37 with
+    eyeLookDownRight 0.98, and winks came out at 0.56 of mediapipe's asymmetry (1.41 without them; `serep eval
+    real`). `solve(..., gaze=)` reports the tracker's gaze as it is; the lids stay the face's to explain, since the
+    tracker reads a closed eye as one looking down (eyeLookDown 0.6-0.75 on that clip's closed eyes), and taking the
+    gaze shapes' lid motion out first left closed eyes half open."""
 
     names = ARKIT_NAMES
 
@@ -50,17 +61,23 @@ class ARKitSolver:
         shapes = neutral_shapes(face_model, neutral) if shapes is None else shapes
         self.present = np.array([bool(c) for c in ict_components(face_model)])
         self.absent = tuple(name for name, here in zip(ARKIT_NAMES, self.present, strict=True) if not here)
+        self.gaze = np.array([ARKIT_NAMES.index(name) for name in GAZE])
+        self.solved = self.present.copy()
+        self.solved[self.gaze] = False
         self.shapes = arkit_shapes(face_model, shapes)  # (52, V, 3) on this identity; absent ones are zero
-        design = self.shapes[self.present].reshape(int(self.present.sum()), -1).T.astype(np.float64)
+        design = self.shapes[self.solved].reshape(int(self.solved.sum()), -1).T.astype(np.float64)
         self._q, self._r = np.linalg.qr(design)  # the solve works on the small triangular system
 
-    def solve(self, displacements: np.ndarray) -> np.ndarray:
-        """(F, 9409, 3) template-frame displacements (cm) -> (F, 52) float32 weights in [0, 1]."""
+    def solve(self, displacements: np.ndarray, gaze: np.ndarray | None = None) -> np.ndarray:
+        """(F, 9409, 3) template-frame displacements (cm), and the tracker's (F, 8) GAZE weights if known (else
+        zero), reported as they are -> (F, 52) float32 weights in [0, 1]."""
         displacements = np.asarray(displacements, np.float64)
-        projected = displacements.reshape(len(displacements), -1) @ self._q  # (F, present)
         weights = np.zeros((len(displacements), len(ARKIT_NAMES)), np.float32)
+        if gaze is not None:
+            weights[:, self.gaze] = np.clip(np.nan_to_num(np.asarray(gaze, np.float32)), 0.0, 1.0)
+        projected = displacements.reshape(len(displacements), -1) @ self._q  # (F, solved)
         for f, rhs in enumerate(projected):
-            weights[f, self.present] = lsq_linear(self._r, rhs, bounds=(0.0, 1.0), method="bvls").x
+            weights[f, self.solved] = lsq_linear(self._r, rhs, bounds=(0.0, 1.0), method="bvls").x
         return np.clip(weights, 0.0, 1.0)
 
     def blend(self, weights: np.ndarray) -> np.ndarray:
