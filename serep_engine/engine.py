@@ -187,11 +187,9 @@ class Engine:
         template's neutral face. `video`: a path, or its probe."""
         options = options or CaptureOptions()
         registration = self.fit(target) if isinstance(target, TargetMesh) else target
-        with engine_threads(), ThreadPoolExecutor(1, thread_name_prefix="serep-basis") as pool:
-            # the target's code basis is made while the clip is tracked: tracking leaves part of a core idle
-            bases = pool.submit(self.target_bases, registration)
+        with engine_threads():
             tracked = self.track(video, start, end, options, progress, should_stop)
-            return self.retarget(tracked, registration, options, progress, bases.result())
+            return self.retarget(tracked, registration, options, progress)
 
     def track(self, video: str | os.PathLike | VideoInfo, start: int = 0, end: int | None = None,
               options: CaptureOptions | None = None, progress: ProgressFn | None = None,
@@ -206,7 +204,7 @@ class Engine:
         from serep_engine.track.pose import HeadPoseEstimator
 
         options = options or CaptureOptions()
-        info = video if isinstance(video, VideoInfo) else probe(video, keep_open=start == 0)
+        info = video if isinstance(video, VideoInfo) else probe(video)
         last = info.frame_count if end is None else min(end, info.frame_count)
         total = max(last - start, 0)
         pose = HeadPoseEstimator(self.face_model)
@@ -337,18 +335,8 @@ class Engine:
         basis = self.identity_basis(self.face_model.face_neutral)
         return self.expression_model.encode_displacements(shapes.astype(np.float32), basis)
 
-    def target_bases(self, registration: Registration | None) -> tuple[np.ndarray, np.ndarray]:
-        """(the code basis decoded on the target's identity in template topology, the same on the target's own
-        vertices): what `retarget` decodes codes with."""
-        if registration is None:
-            basis = self.identity_basis(self.face_model.face_neutral)
-            return basis, basis
-        template_basis = self.identity_basis(registration.neutral)
-        return template_basis, registration.to_user(template_basis)
-
     def retarget(self, tracked: dict, registration: Registration | None, options: CaptureOptions,
-                 progress: ProgressFn | None = None,
-                 bases: tuple[np.ndarray, np.ndarray] | None = None) -> CaptureResult:
+                 progress: ProgressFn | None = None) -> CaptureResult:
         """Fill gaps, smooth, decode onto the fitted target (None: the template) and compress into a shape-key
         basis. ARKit weights in `tracked` (a take's) are kept, gaps filled and smoothed; else `options.arkit` solves
         them from the smoothed codes. The result keeps what a re-bake needs (`tune`): the raw codes, the target's
@@ -359,7 +347,11 @@ class Engine:
         head_pose = fill_gaps(tracked["head_pose"], found, options.gaps)
         if progress is not None:
             progress(0, 1, "retargeting", 0.0)
-        template_basis, user_basis = bases or self.target_bases(registration)
+        if registration is None:
+            template_basis = user_basis = self.identity_basis(self.face_model.face_neutral)
+        else:
+            template_basis = self.identity_basis(registration.neutral)
+            user_basis = registration.to_user(template_basis)
         tolerance = options.tolerance_cm * (1.0 if registration is None else registration.scale_to_user)
         basis, weights, _ = compress(user_basis, codes, tolerance, options.max_keys)
         extra = {}

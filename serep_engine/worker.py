@@ -83,7 +83,7 @@ def _capture(job_path: str, protocol: Protocol, stop: threading.Event) -> int:
     else:
         from serep_engine.track.video import probe
 
-        video = probe(job.clip, keep_open=job.frame_start == 0)  # once: the engine and the front end are handed this
+        video = probe(job.clip)  # once: the engine and the front end are handed this
         frame_count = video.frame_count
     if job.frame_start >= frame_count:
         raise ValueError(f"frame_start {job.frame_start} is past the clip's end ({frame_count} frames)")

@@ -48,16 +48,3 @@ def test_reading_past_the_end_stops_cleanly(clip):
     assert list(read_frames(clip, start=info.frame_count + 10)) == []
     with pytest.raises(VideoError, match="frame range"):
         list(read_frames(clip, start=5, end=5))
-
-
-def test_a_probe_kept_open_hands_its_decoder_to_the_first_read_once(clip):
-    """The first frame is decoded once (obama.mp4's takes 0.13 s), and the frames are those of a fresh read."""
-    fresh = [frame for _, frame in read_frames(probe(clip), 0, 12)]
-    kept = probe(clip, keep_open=True)
-    handed = [(index, frame) for index, frame in read_frames(kept, 0, 12)]
-    assert [index for index, _ in handed] == list(range(12))
-    assert all(np.array_equal(a, b) for a, (_, b) in zip(fresh, handed))
-    again = [frame for _, frame in read_frames(kept, 0, 12)]  # the decoder was handed on once: this one is new
-    assert all(np.array_equal(a, b) for a, b in zip(fresh, again))
-    later = [index for index, _ in read_frames(probe(clip, keep_open=True), 5, 9)]
-    assert later == [5, 6, 7, 8]

@@ -16,7 +16,7 @@ def capture(args) -> dict:
     from serep_engine.engine import CaptureOptions, Engine
     from serep_engine.track.video import probe
 
-    video = probe(args.video, keep_open=not args.start)  # a clip that cannot be read is said before the models load
+    video = probe(args.video)  # a clip that cannot be read is said before the models load
     if args.out.suffix != ".npz":
         raise ValueError(f"the result file must end in .npz, got {args.out.name}")
     if not args.out.parent.exists():

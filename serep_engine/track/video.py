@@ -4,7 +4,6 @@ an optional frame range, and errors an artist can read."""
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,16 +34,7 @@ def quiet_decoder() -> None:
         cv2.setLogLevel(1)  # fatal only
 
 
-# A probe made to be read (`keep_open`) hands its decoder, past the first frame, to the next `read_frames` of the
-# clip from its start: (the probe, the decoder, the first frame (BGR), its timestamp). One at a time.
-_kept_open: list = []
-_kept_open_lock = threading.Lock()
-
-
-def probe(path: str | os.PathLike, keep_open: bool = False) -> VideoInfo:
-    """The clip's fps, size and frame count, once its first frame decodes. Opening a clip and decoding its first
-    frame costs 5-250 ms (a damaged one, more): a capture probes once, passes the `VideoInfo` along (to
-    `read_frames`, the front end), and with `keep_open` the first frame is not decoded twice."""
+def probe(path: str | os.PathLike) -> VideoInfo:
     path = Path(path)
     quiet_decoder()
     if not path.exists():
@@ -53,20 +43,13 @@ def probe(path: str | os.PathLike, keep_open: bool = False) -> VideoInfo:
         raise VideoError(f"expected a video file, got a folder: {path}")
     if path.stat().st_size == 0:
         raise VideoError(f"the clip is an empty file (0 bytes): {path.name}")
-    return _probe_file(path.absolute(), keep_open)
+    return _probe_file(path.absolute())
 
 
-def _take_kept_open(info: VideoInfo):
-    """(decoder, first frame, its timestamp) kept by the probe `info`, or None."""
-    with _kept_open_lock:
-        if _kept_open and _kept_open[0][0] is info:
-            return _kept_open.pop()[1:]
-    return None
-
-
-def _probe_file(path: Path, keep_open: bool) -> VideoInfo:
+def _probe_file(path: Path) -> VideoInfo:
+    """Opening a clip and decoding its first frame costs 5-250 ms: a capture probes once and passes the
+    `VideoInfo` along (to `read_frames`, the front end)."""
     capture = cv2.VideoCapture(str(path))
-    kept = False
     try:
         if not capture.isOpened():
             raise VideoError(f"cannot open {path.name} as a video: the file is damaged or incomplete, not a video, "
@@ -81,18 +64,10 @@ def _probe_file(path: Path, keep_open: bool) -> VideoInfo:
             raise VideoError(f"the clip does not say its frame rate: {path.name}")
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         start_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
-        info = VideoInfo(path, float(fps), max(count, 1), frame.shape[1], frame.shape[0],
+        return VideoInfo(path, float(fps), max(count, 1), frame.shape[1], frame.shape[0],
                          start_ms if np.isfinite(start_ms) else 0.0)
-        if keep_open:
-            with _kept_open_lock:
-                for earlier in _kept_open:
-                    earlier[1].release()
-                _kept_open[:] = [(info, capture, frame, start_ms)]
-            kept = True
-        return info
     finally:
-        if not kept:
-            capture.release()
+        capture.release()
 
 
 def read_frames(video: str | os.PathLike | VideoInfo, start: int = 0,
@@ -108,25 +83,16 @@ def read_frames(video: str | os.PathLike | VideoInfo, start: int = 0,
     if start < 0 or (end is not None and end <= start):
         raise VideoError(f"empty or negative frame range [{start}, {end})")
     stop = end if end is not None else np.inf
-    kept = _take_kept_open(info) if start == 0 else None
-    capture = kept[0] if kept else cv2.VideoCapture(str(info.path))
-
-    def decoded() -> Iterator[tuple[np.ndarray, float]]:  # (BGR frame, its timestamp) in decoding order
-        if kept:
-            yield kept[1], kept[2]
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield frame, capture.get(cv2.CAP_PROP_POS_MSEC)
-
+    capture = cv2.VideoCapture(str(info.path))
     try:
         if start:
             capture.set(cv2.CAP_PROP_POS_FRAMES, start)
         index, pending, pending_slot, last_ms = start, None, start - 1, -np.inf
-        for frame, ms in decoded():
-            if index >= stop:
+        while index < stop:
+            ok, frame = capture.read()
+            if not ok:
                 break
+            ms = capture.get(cv2.CAP_PROP_POS_MSEC)
             if np.isfinite(ms) and ms > last_ms:
                 slot, last_ms = round((ms - info.start_ms) * info.fps / 1000.0), ms
             else:  # no usable timestamp: the next slot
