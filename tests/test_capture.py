@@ -250,7 +250,8 @@ def test_winks_come_out_as_winks_on_the_arkit_keys(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     result = CaptureResult.load(tmp_path / "d3.npz")
     names = [str(n) for n in result.arkit_names]
-    left, right = result.arkit_weights[:, names.index("eyeBlinkLeft")], result.arkit_weights[:, names.index("eyeBlinkRight")]
+    left = result.arkit_weights[:, names.index("eyeBlinkLeft")]
+    right = result.arkit_weights[:, names.index("eyeBlinkRight")]
     assert left[12:20].min() > 0.4 and right[12:20].max() < 0.1
     assert right[38:47].min() > 0.4 and left[38:47].max() < 0.1
     assert min(left[58:64].mean(), right[58:64].mean()) > 0.6  # both closed

@@ -123,7 +123,8 @@ def register(commands) -> None:
     capture.add_argument("--ict", type=Path, default=None)
     capture.set_defaults(func=eval_capture)
 
-    landmarks = evaluate.add_parser("landmarks", help="NME of the 68 landmarks of a result (and of the landmark head) on annotated photos")
+    landmarks = evaluate.add_parser("landmarks", help="NME of a result's 68 landmarks (and of the landmark head) "
+                                    "on annotated photos")
     landmarks.add_argument("--data", type=Path, required=True, help="folder of images + landmarks68.json")
     add_json_flag(landmarks)
     landmarks.add_argument("--weights", type=Path, default=None, help="capture model folder (default: shipped)")

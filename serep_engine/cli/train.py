@@ -70,7 +70,8 @@ def register(commands) -> None:
     landmark_map = train.add_parser("landmark-map", help="fit the 68-landmark map on mediapipe's points "
                                     "(capture/landmarks68.py) to annotated photos")
     landmark_map.add_argument("--photos", type=Path, default=None,
-                              help="folder of photos + landmarks68.json (default: ../shared/data/real/faces68/helen_train)")
+                              help="folder of photos + landmarks68.json "
+                                   "(default: ../shared/data/real/faces68/helen_train)")
     landmark_map.add_argument("--out", type=Path, default=weights_dir(), help="folder to write the map to")
     add_json_flag(landmark_map)
     landmark_map.set_defaults(func=train_landmark_map)

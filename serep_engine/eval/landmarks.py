@@ -3,8 +3,9 @@
 Each photo is cropped as the front end crops video (mediapipe's five points; a fixed centre crop where
 mediapipe finds no face). The 68 points are read off mediapipe's 478 by the fitted map (capture/landmarks68.py),
 or, where mediapipe finds no face, predicted in the crop by the capture model's landmark head H_lmks; both are
-mapped back to the photo. H_lmks is also scored on every photo alone (`landmark_head_nme`). NME: mean point-to-point distance over the 51 inner points (17-67) divided by the distance of the outer eye
-corners (36, 45), as a fraction (0.05 = 5%).
+mapped back to the photo. H_lmks is also scored on every photo alone (`landmark_head_nme`). NME: mean
+point-to-point distance over the 51 inner points (17-67) divided by the distance of the outer eye corners (36, 45),
+as a fraction (0.05 = 5%).
 """
 
 from __future__ import annotations
