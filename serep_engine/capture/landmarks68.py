@@ -62,7 +62,7 @@ def nearest_candidates(face_model: ICTModel) -> np.ndarray:
     candidates = np.flatnonzero(valid)
     neutral = face_model.neutral
     distances = np.linalg.norm(neutral[vertex[candidates]][None] - neutral[face_model.landmarks68][:, None], axis=2)
-    return candidates[np.argsort(distances, axis=1)]
+    return candidates[np.argsort(distances, axis=1, kind="stable")]  # a tie (two points on one vertex): lower first
 
 
 def fit_map(points: np.ndarray, truth: np.ndarray, order: np.ndarray, neighbours: int, ridge: float) -> LandmarkMap:

@@ -56,16 +56,9 @@ def read_landmark_photos(directory: str | Path) -> list[tuple[Path, np.ndarray]]
 
 def mediapipe_to_68(face_model: ICTModel) -> np.ndarray:
     """(68,) mediapipe landmark index nearest (on the template) to each of the 68 iBUG landmarks."""
-    from serep_engine.track.correspondence import mediapipe_to_template
+    from serep_engine.capture.landmarks68 import nearest_candidates
 
-    vertex, valid = mediapipe_to_template(face_model)
-    valid = valid.copy()
-    valid[468:] = False  # irises
-    candidates = np.flatnonzero(valid)
-    neutral = face_model.neutral
-    targets = neutral[face_model.landmarks68]
-    distances = np.linalg.norm(neutral[vertex[candidates]][None] - targets[:, None], axis=2)
-    return candidates[distances.argmin(1)]
+    return nearest_candidates(face_model)[:, 0]
 
 
 def fallback_transform(image_shape: tuple[int, ...], crop_size: int) -> np.ndarray:
