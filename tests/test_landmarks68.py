@@ -6,16 +6,17 @@ import json
 import numpy as np
 import pytest
 
-from serep_engine.capture.landmarks68 import LandmarkMap, fit_landmark_map, fit_map, nearest_candidates
+from serep_engine.capture.landmarks68 import LandmarkMap, fit_landmark_map, fit_map
 from serep_engine.capture.metrics import nme_inner51
 from serep_engine.paths import data_dir
+from serep_engine.track.correspondence import mediapipe_by_distance_to_68
 
 FACES68 = data_dir() / "real" / "faces68"
 
 
 @pytest.fixture(scope="module")
 def order(face_model):
-    return nearest_candidates(face_model)
+    return mediapipe_by_distance_to_68(face_model)
 
 
 def test_the_shipped_map_commutes_with_any_similarity_of_the_image():

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from serep_engine.facemodel.ict import ICTModel
+from serep_engine.track.correspondence import mediapipe_by_distance_to_68
 
 MAP_NAME = "landmarks68_map.npz"
 NEIGHBOURS = (8, 16, 32)  # K tried by the cross-validation
@@ -52,19 +53,6 @@ class LandmarkMap:
         return cls.load(weights_dir() / MAP_NAME)
 
 
-def nearest_candidates(face_model: ICTModel) -> np.ndarray:
-    """(68, 468) mediapipe's face points (no irises) ordered by their distance on the template to each iBUG point."""
-    from serep_engine.track.correspondence import mediapipe_to_template
-
-    vertex, valid = mediapipe_to_template(face_model)
-    valid = valid.copy()
-    valid[468:] = False
-    candidates = np.flatnonzero(valid)
-    neutral = face_model.neutral
-    distances = np.linalg.norm(neutral[vertex[candidates]][None] - neutral[face_model.landmarks68][:, None], axis=2)
-    return candidates[np.argsort(distances, axis=1, kind="stable")]  # a tie (two points on one vertex): lower first
-
-
 def fit_map(points: np.ndarray, truth: np.ndarray, order: np.ndarray, neighbours: int, ridge: float) -> LandmarkMap:
     """points (N, 478, 2) mediapipe, truth (N, 68, 2) annotated, both in the same pixels: per iBUG point, the
     affine weights of its `neighbours` nearest mediapipe points, ridge-pulled toward the nearest point alone."""
@@ -87,7 +75,7 @@ def fit_landmark_map(face_model: ICTModel, points: np.ndarray, truth: np.ndarray
     """The map with K and the ridge chosen by FOLDS-fold cross-validation on these photos; (map, summary)."""
     from serep_engine.capture.metrics import nme_inner51
 
-    order = nearest_candidates(face_model)
+    order = mediapipe_by_distance_to_68(face_model)
     folds = np.arange(len(points)) % FOLDS
     scores = {}
     for neighbours in NEIGHBOURS:

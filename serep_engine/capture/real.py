@@ -56,9 +56,9 @@ def read_landmark_photos(directory: str | Path) -> list[tuple[Path, np.ndarray]]
 
 def mediapipe_to_68(face_model: ICTModel) -> np.ndarray:
     """(68,) mediapipe landmark index nearest (on the template) to each of the 68 iBUG landmarks."""
-    from serep_engine.capture.landmarks68 import nearest_candidates
+    from serep_engine.track.correspondence import mediapipe_by_distance_to_68
 
-    return nearest_candidates(face_model)[:, 0]
+    return mediapipe_by_distance_to_68(face_model)[:, 0]
 
 
 def fallback_transform(image_shape: tuple[int, ...], crop_size: int) -> np.ndarray:

@@ -31,6 +31,18 @@ def mediapipe_to_template(face_model: ICTModel, open_mouth: bool = False) -> tup
     return _lifted(face_model, {})
 
 
+def mediapipe_by_distance_to_68(face_model: ICTModel) -> np.ndarray:
+    """(68, 468) mediapipe's face points (no irises) ordered by their distance on the template to each iBUG point
+    (a tie, two points on one vertex: the lower index first)."""
+    vertex, valid = mediapipe_to_template(face_model)
+    valid = valid.copy()
+    valid[468:] = False
+    candidates = np.flatnonzero(valid)
+    neutral = face_model.neutral
+    distances = np.linalg.norm(neutral[vertex[candidates]][None] - neutral[face_model.landmarks68][:, None], axis=2)
+    return candidates[np.argsort(distances, axis=1, kind="stable")]
+
+
 def _lifted(face_model: ICTModel, expression: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """mediapipe's points on renders of the template with `expression` (ICT weights), lifted to its vertices."""
     from importlib.metadata import version
