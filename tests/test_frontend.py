@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from serep_engine.paths import data_dir
-from serep_engine.track.filters import OneEuroFilter
+from serep_engine.track.filters import OneEuroFilter, _one_euro_pass, smooth_codes
 from serep_engine.track.frontend import front_end
 
 CLIP = data_dir() / "real" / "videos" / "liveportrait_d0.mp4"
@@ -18,6 +18,26 @@ def test_one_euro_removes_jitter_but_follows_motion():
     still = t < 3
     assert np.std(smooth[still][10:]) < 0.4 * np.std(noisy[still][10:])
     assert abs(smooth[int(3.5 * 30)] - 10.0) < 1.5  # it follows a fast move within half a second
+
+
+def test_code_smoothing_adds_no_lag_and_restarts_after_a_gap():
+    """A noisy bump: the smoothed codes peak on the bump's own frame (a forward-only One Euro pass peaks late),
+    are smoother than the input, and a frame without a face restarts both passes (no value carried across)."""
+    rng = np.random.default_rng(1)
+    frames = np.arange(120)
+    bump = 5.0 * np.exp(-0.5 * ((frames - 60) / 4.0) ** 2)
+    noisy = (bump + rng.normal(0, 0.3, len(frames)))[:, None].repeat(2, axis=1)
+    smooth = smooth_codes(noisy, 30.0, 1.0)
+    forward = _one_euro_pass(noisy, 30.0, 1.0, np.ones(len(frames), bool))
+    centre = lambda values: float((values[40:81, 0] * frames[40:81]).sum() / values[40:81, 0].sum())  # noqa: E731
+    assert abs(centre(smooth) - 60.0) < 0.5 < centre(forward) - 60.0
+    assert np.abs(np.diff(smooth[:30, 0])).mean() < 0.5 * np.abs(np.diff(noisy[:30, 0])).mean()
+    np.testing.assert_array_equal(smooth_codes(noisy, 30.0, 0.0), noisy.astype(np.float32))
+    steps = np.where(frames < 50, 0.0, 8.0)[:, None]
+    found = frames != 50
+    split = smooth_codes(steps, 30.0, 1.0, found)
+    np.testing.assert_allclose(split[:50], 0.0, atol=1e-6)  # the backward pass restarted at the gap
+    np.testing.assert_allclose(split[51:], 8.0, atol=1e-6)
 
 
 def test_front_end_crops_real_footage_steadily():

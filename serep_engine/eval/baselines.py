@@ -74,21 +74,36 @@ def landmark_fit_method(face_model: ICTModel, regularisation: float = 0.2, itera
 
 def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.0, mirror_average: bool = True,
                  follow_landmarks: bool = True):
-    """The SEREP capture as the product runs it: front end, codes (each crop averaged with its mirror image unless
-    `mirror_average` is off), refined against the landmarks on the subject's neutral (`follow_landmarks`), gap
-    filling and smoothing, then D_mesh decodes the codes onto the subject's neutral."""
+    """The SEREP capture as the product runs it: `serep_codes` (below), then gap filling and smoothing, then D_mesh
+    decodes the codes onto the subject's neutral."""
+    from serep_engine.track.filters import fill_gaps, smooth_codes
+
+    codes_of = serep_codes(face_model, capture_model, mirror_average, follow_landmarks)
+
+    def run(frames: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+        codes, found, basis = codes_of(frames, neutral)
+        codes = smooth_codes(fill_gaps(codes, found), 30.0, smoothing, found)
+        return neutral[None] + np.tensordot(codes, basis, axes=1)
+
+    return run
+
+
+def serep_codes(face_model: ICTModel, capture_model=None, mirror_average: bool = True, follow_landmarks: bool = True):
+    """`codes_of(frames, neutral)` -> the capture's per-frame codes before smoothing (F, D) (NaN without a face),
+    found (F,), and the code basis on `neutral`: the front end, the network's codes (each crop averaged with its
+    mirror image unless `mirror_average` is off), refined against the landmarks on the subject's neutral
+    (`follow_landmarks`)."""
     import torch
 
     from serep_engine.capture.model import CaptureModel
     from serep_engine.capture.refine import LandmarkRefiner
-    from serep_engine.track.filters import fill_gaps, smooth_codes
     from serep_engine.expression.model import ExpressionModel
     from serep_engine.track.frontend import LiveFrontEnd
 
     capture_model = capture_model or CaptureModel.from_pretrained("auto")
     expression_model = ExpressionModel.from_pretrained("cpu", face_model)
 
-    def run(frames: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+    def codes_of(frames: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         live = LiveFrontEnd(30.0, capture_model.crop_size)
         tracked = [live(frame) for frame in frames]
         live.close()
@@ -105,10 +120,9 @@ def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.
         if follow_landmarks:
             codes = LandmarkRefiner(face_model, basis, neutral).refine(np.stack([t.landmarks for t in tracked]), codes,
                                                                       found)
-        codes = smooth_codes(fill_gaps(codes, found), 30.0, smoothing, found)
-        return neutral[None] + np.tensordot(codes, basis, axes=1)
+        return codes, found, basis
 
-    return run
+    return codes_of
 
 
 def serep_network_method(face_model: ICTModel, capture_model=None, mirror_average: bool = True):
