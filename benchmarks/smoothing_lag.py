@@ -50,13 +50,13 @@ def main() -> int:
     from serep_engine.eval.baselines import serep_codes
     from serep_engine.eval.real import default_clips, expression_measures, track_clip
     from serep_engine.facemodel.ict import ICTModel
-    from serep_engine.track.filters import _one_euro_pass, fill_gaps, smooth_codes
+    from serep_engine.track.filters import fill_gaps, one_euro_pass, smooth_codes
 
     face_model = ICTModel.load()
     codes_of = serep_codes(face_model)
     neutral = face_model.face_neutral
     smoothers = {"none": lambda c, f: c,
-                 "forward": lambda c, f: _one_euro_pass(c, 30.0, args.strength, f),
+                 "forward": lambda c, f: one_euro_pass(c, 30.0, args.strength, f),
                  "shipped": lambda c, f: smooth_codes(c, 30.0, args.strength, f)}
     rows: dict[str, list] = {name: [] for name in smoothers}
     folder = Path(args.clips) if args.clips else default_clips()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from serep_engine.paths import data_dir
-from serep_engine.track.filters import OneEuroFilter, _one_euro_pass, smooth_codes
+from serep_engine.track.filters import OneEuroFilter, one_euro_pass, smooth_codes
 from serep_engine.track.frontend import front_end
 
 CLIP = data_dir() / "real" / "videos" / "liveportrait_d0.mp4"
@@ -28,7 +28,7 @@ def test_code_smoothing_adds_no_lag_and_restarts_after_a_gap():
     bump = 5.0 * np.exp(-0.5 * ((frames - 60) / 4.0) ** 2)
     noisy = (bump + rng.normal(0, 0.3, len(frames)))[:, None].repeat(2, axis=1)
     smooth = smooth_codes(noisy, 30.0, 1.0)
-    forward = _one_euro_pass(noisy, 30.0, 1.0, np.ones(len(frames), bool))
+    forward = one_euro_pass(noisy, 30.0, 1.0, np.ones(len(frames), bool))
     centre = lambda values: float((values[40:81, 0] * frames[40:81]).sum() / values[40:81, 0].sum())  # noqa: E731
     assert abs(centre(smooth) - 60.0) < 0.5 < centre(forward) - 60.0
     assert np.abs(np.diff(smooth[:30, 0])).mean() < 0.5 * np.abs(np.diff(noisy[:30, 0])).mean()

@@ -70,12 +70,13 @@ def smooth_codes(codes: np.ndarray, fps: float, strength: float, found: np.ndarr
     found = np.ones(len(codes), bool) if found is None else np.asarray(found, bool)
     if strength <= 0:
         return codes.astype(np.float32)
-    forward = _one_euro_pass(codes, fps, strength, found)
-    backward = _one_euro_pass(codes[::-1], fps, strength, found[::-1])[::-1]
+    forward = one_euro_pass(codes, fps, strength, found)
+    backward = one_euro_pass(codes[::-1], fps, strength, found[::-1])[::-1]
     return ((forward + backward) / 2).astype(np.float32)
 
 
-def _one_euro_pass(codes: np.ndarray, fps: float, strength: float, found: np.ndarray) -> np.ndarray:
+def one_euro_pass(codes: np.ndarray, fps: float, strength: float, found: np.ndarray) -> np.ndarray:
+    """The codes' One Euro filter forward over the frames only (all a live stream could do); strength > 0."""
     one_euro = OneEuroFilter.with_strength(fps, strength, cutoff=2.0, beta=0.5)
     out = np.empty_like(codes, dtype=np.float32)
     for f, code in enumerate(codes):
