@@ -43,6 +43,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--strength", type=float, default=1.0, help="the smoothing setting (the engine's default 1)")
     args = parser.parse_args()
+    if args.strength <= 0:
+        parser.error("--strength must be above 0 (at 0 all three ways are the same)")
 
     from pathlib import Path
 
@@ -66,14 +68,15 @@ def main() -> int:
             continue
         codes, found, basis = codes_of(tracked["frames"], neutral)
         codes = fill_gaps(codes, found)
+        observed = {measure: (v := np.array([m[measure] for m in tracked["measures"]])) - np.median(v)
+                    for measure in MEASURES}
         for name, smooth in smoothers.items():
             meshes = neutral[None] + np.tensordot(smooth(codes, found), basis, axes=1)
             captured = [expression_measures(m[face_model.landmarks68, :2], np.array([0.0, 1.0])) for m in meshes]
             row = {}
             for measure in MEASURES:
-                ours = np.array([c[measure] for c in captured])
-                theirs = np.array([m[measure] for m in tracked["measures"]])
-                ours, theirs = ours - np.median(ours), theirs - np.median(theirs)
+                ours, theirs = np.array([c[measure] for c in captured]), observed[measure]
+                ours = ours - np.median(ours)
                 if ours.std() < 1e-9 or theirs.std() < 1e-9:
                     continue
                 row[measure] = (best_shift(ours, theirs), np.corrcoef(ours, theirs)[0, 1],
