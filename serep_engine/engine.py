@@ -144,7 +144,8 @@ class Engine:
     def capture_frame(self, rgb: np.ndarray, fps: float = 30.0) -> FrameCapture:
         """One RGB uint8 frame of a live stream at `fps` (frames in order; tracking and the crop's smoothing
         carry over): the raw code refined against the frame's own landmarks (a clip's `track` fits one identity to all
-        its frames, so its codes differ a little)."""
+        its frames and takes the actor's rest off, capture/refine.py: clip_rest; a live frame has no clip to read a
+        rest on, so its codes keep it)."""
         from serep_engine.track.frontend import LiveFrontEnd
         from serep_engine.track.pose import HeadPoseEstimator
 
@@ -159,6 +160,13 @@ class Engine:
         code = self.capture_model.predict([frame.crop], [frame.crop_landmarks])[0]
         code = self.refiner().refine(frame.landmarks[None], code, shared_identity=False)[0]
         return FrameCapture(True, code, frame.landmarks, pose(frame.landmarks, rgb.shape[:2]))
+
+    def end_live(self) -> None:
+        """Ends the live stream `capture_frame` reads: its tracker is closed now (not whenever it is collected) and
+        the next frame starts a new stream."""
+        if self._live is not None:
+            self._live[0].close()
+            self._live = None
 
     def refiner(self):
         """The landmark refinement on the template's code basis (capture/refine.py), made once."""
@@ -211,7 +219,7 @@ class Engine:
         landmark_map = LandmarkMap.from_pretrained()
         frames, found, codes, landmarks68, poses, blendshapes, matrices = [], [], [], [], [], [], []
         to_refine: dict[int, np.ndarray] = {}  # position -> mediapipe's points, until the position's code is refined
-        identity = None  # the actor's face shape (capture/refine.py), from the clip's first REFINE_CHUNK faces
+        rest = None  # the actor's rest (capture/refine.py: ClipRest), from the clip's first REFINE_CHUNK faces
         pending: list = []  # (position, frame) waiting for a batch
         in_flight: deque = deque()  # batches handed to the model thread
         started = time.perf_counter()
@@ -229,12 +237,12 @@ class Engine:
                 in_flight.popleft().result()  # raises the model thread's error here
 
         def refine() -> None:  # every code handed over is in: refine them (memory stays flat with clip length)
-            nonlocal identity
+            nonlocal rest
             positions = sorted(to_refine)
             points, network = np.stack([to_refine[p] for p in positions]), np.stack([codes[p] for p in positions])
-            if identity is None:
-                identity = self.refiner().identity(points, network)
-            for position, code in zip(positions, self.refiner().refine(points, network, identity=identity)):
+            if rest is None:
+                rest = self.refiner().clip_rest(points, network, np.stack([blendshapes[p] for p in positions]))
+            for position, code in zip(positions, self.refiner().refine(points, network, rest=rest)):
                 codes[position] = code
             to_refine.clear()
 

@@ -75,7 +75,7 @@ def test_ahead_stops_and_closes_its_source_when_the_consumer_stops():
 def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model, monkeypatch):
     """Decode, tracking and the model run in three threads; the result must equal running the same front
     end, pose, model and landmark refinement on each frame in order (here with small batches, so that several are
-    in flight, and the refinement in chunks of 8 faces: the actor's face shape from the first chunk)."""
+    in flight, and the refinement in chunks of 8 faces: the actor's rest from the first chunk)."""
     needs_clips()
     from serep_engine.capture.landmarks68 import LandmarkMap
     from serep_engine.expression.model import ExpressionModel
@@ -87,7 +87,7 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model, monk
 
     info = probe(CLIP)
     live, pose = LiveFrontEnd(info.fps, model.crop_size), HeadPoseEstimator(face_model)
-    codes, landmarks, poses, points478 = [], [], [], []
+    codes, landmarks, poses, points478, scores = [], [], [], [], []
     for index, rgb in read_frames(CLIP, 0, 30):
         frame = live(rgb, index)
         assert frame.found
@@ -96,15 +96,17 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model, monk
         landmarks.append(LandmarkMap.from_pretrained()(frame.landmarks))
         poses.append(pose(frame.landmarks, (info.height, info.width)))
         points478.append(frame.landmarks)
+        scores.append(frame.observation.blendshapes)
     live.close()
     assert list(tracked["frames"]) == list(range(30)) and tracked["face_found"].all()
-    identity = engine.refiner().identity(np.array(points478[:8]), np.array(codes[:8]))
-    refined = engine.refiner().refine(np.array(points478), np.array(codes), identity=identity)
+    rest = engine.refiner().clip_rest(np.array(points478[:8]), np.array(codes[:8]), np.array(scores[:8]))
+    refined = engine.refiner().refine(np.array(points478), np.array(codes), rest=rest)
     np.testing.assert_allclose(tracked["codes_raw"], refined, atol=1e-4)
     assert np.abs(refined - np.array(codes)).max() > 0.01  # the refinement moved the network's codes
     np.testing.assert_allclose(tracked["landmarks2d"], np.array(landmarks), atol=1e-2)
     np.testing.assert_allclose(tracked["head_pose"], np.array(poses), atol=1e-5)
     live_frames = [engine.capture_frame(rgb, info.fps) for _, rgb in read_frames(CLIP, 0, 30)]  # live use
+    engine.end_live()
     assert all(frame.found for frame in live_frames)
     alone = engine.refiner().refine(np.array(points478), np.array(codes), shared_identity=False)  # no clip to share
     np.testing.assert_allclose(np.array([f.code for f in live_frames]), alone, atol=1e-4)

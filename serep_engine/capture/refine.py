@@ -15,6 +15,16 @@ less than its image-plane coordinates, and the eyelid points keep the network's 
 eyeball, which then shows through (so it went on real winks, by 2.7 mm on every frame of liveportrait_d3, with
 the benchmark's 2D measures blind to it). The similarity, beta and the codes are solved in turn; each step is a
 small linear solve, so a clip costs milliseconds a frame.
+
+A clip's refined codes also carry a constant the actor does not make: the part of their face shape (and of mediapipe's
+bias on it) that five identity modes cannot take is read as expression on every frame (on the 23 real clips their
+calmest tenth of frames decoded to browDownRight 0.66 and eyeBlinkRight 0.26 on ICT's ARKit shapes). `clip_rest`
+reads the actor's rest on the clip's calm closed-mouth frames, where the network's own code is taken as the truth, in
+two parts: where the eyelid points sit beyond the network's rest (the actor's lids: a shift of the points' place,
+each upper-lid point's going over to that of the lower-lid point below it as the eye closes; a shift of the codes
+would leave a droopy-lidded actor's blinks part open and take a wide-eyed actor's past shut), then the code the
+refined calm frames still differ from the network's by, taken off every frame. The motion stays the refinement's,
+the rest becomes the network's.
 """
 
 from __future__ import annotations
@@ -30,6 +40,26 @@ from serep_engine.facemodel.ict import ICTModel
 EYE_POINTS = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246, 249, 263, 362, 373, 374,
               380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
 RIGID_POINTS = (1, 4, 5, 6, 10, 21, 54, 93, 103, 127, 132, 151, 168, 195, 197, 234, 251, 284, 323, 332, 356, 361, 454)
+# per eye (the actor's right, then left; EYE_POINTS): its upper-lid points, the lower-lid point below each, its corners,
+# and the upper, lower and corner points its opening is measured on
+UPPER_LIDS = ((246, 161, 160, 159, 158, 157, 173), (466, 388, 387, 386, 385, 384, 398))
+LOWER_LIDS = ((7, 163, 144, 145, 153, 154, 155), (249, 390, 373, 374, 380, 381, 382))
+EYE_CORNERS = ((33, 133), (362, 263))
+EYE_OPENINGS = ((159, 145, 33, 133), (386, 374, 362, 263))
+EYES = tuple(upper + lower + corners for upper, lower, corners in zip(UPPER_LIDS, LOWER_LIDS, EYE_CORNERS))
+CALM_FRACTION = 0.1  # of a clip's faces: its rest is read on this many of the calmest closed-mouth frames
+CLOSED_FRACTION = 0.3  # of a clip's faces: the most closed mouths, among which the calmest are picked
+
+
+@dataclass(frozen=True)
+class ClipRest:
+    """An actor's rest in one clip (`LandmarkRefiner.clip_rest`), shared by all its frames."""
+
+    identity: np.ndarray  # (K,) beta: the face shape the identity modes take
+    lids: np.ndarray  # (L, 3) where the eyelid points sit at rest beyond the network's rest (zero off the lids)
+    lower_lids: np.ndarray  # (L, 3) the same on shut eyes: each upper-lid point takes that of the point below it
+    openings: np.ndarray  # (2,) each eye's opening at rest (`eye_openings`)
+    code: np.ndarray  # (D,) the constant the refined codes still carry at rest, taken off every frame
 
 
 @dataclass(frozen=True)
@@ -71,32 +101,73 @@ class LandmarkRefiner:
         self.weights = (point_weight[:, None] * [1.0, 1.0, s.depth_weight]).reshape(-1)  # per coordinate, flat (3L,)
 
     def refine(self, landmarks: np.ndarray, codes: np.ndarray, found: np.ndarray | None = None,
-               shared_identity: bool = True, identity: np.ndarray | None = None) -> np.ndarray:
+               shared_identity: bool = True, rest: ClipRest | None = None) -> np.ndarray:
         """landmarks (F, 478, 3) in image pixels (x right, y down, mediapipe's depth), codes (F, D) the network's,
         found (F,) -> refined codes (F, D); frames without a face keep their codes. `shared_identity`: one beta for
-        all frames (a clip of one actor), else one per frame (unrelated photos); `identity`: a beta already known
-        (`identity` of an earlier part of the clip), kept as it is."""
+        all frames (a clip of one actor), else one per frame (unrelated photos); `rest`: the actor's rest
+        (`clip_rest` of the clip or of an earlier part of it), whose face shape is kept and whose lids and constant
+        code are taken off."""
         codes = np.asarray(codes, np.float64).copy()
         found = self._usable(landmarks, codes, found)
         if found.any():
-            codes[found] = self._fit(landmarks[found], codes[found], shared_identity, identity)[0]
+            seen = landmarks[found]
+            if rest is None:
+                codes[found] = self._fit(seen, codes[found], shared_identity, None)[0]
+            else:
+                neutral = self._lids_at(rest, eye_openings(seen))
+                codes[found] = self._fit(seen, codes[found], True, rest.identity, neutral)[0] - rest.code
         return codes.astype(np.float32)
 
-    def identity(self, landmarks: np.ndarray, codes: np.ndarray, found: np.ndarray | None = None) -> np.ndarray | None:
-        """(K,) the beta `refine` shares over these frames (None without a usable frame)."""
+    def clip_rest(self, landmarks: np.ndarray, codes: np.ndarray, blendshapes: np.ndarray,
+                  found: np.ndarray | None = None) -> ClipRest | None:
+        """The actor's rest over these frames of one clip (None without a usable frame): its calm frames
+        (`calm_frames`, by the Face Landmarker's scores `blendshapes` (F, 52)) are the ones the network reads right."""
         codes = np.asarray(codes, np.float64)
         found = self._usable(landmarks, codes, found)
-        return self._fit(landmarks[found], codes[found], True, None)[1][0] if found.any() else None
+        if not found.any():
+            return None
+        seen, prior = landmarks[found], codes[found]
+        calm = calm_frames(lip_gap(seen), expression_activity(blendshapes[found]))
+        _, beta = self._fit(seen, prior, True, None)
+        identity = beta[0]
+        model = (self.neutral.reshape(-1) + identity @ self.identity_basis.T + prior[calm] @ self.code_basis.T)
+        model = model.reshape(len(calm), -1, 3)
+        observed = seen[calm][:, self.points].astype(np.float64) * [1.0, -1.0, -1.0]
+        shift = np.median(align(observed, model, self.rigid) - model, axis=0)  # (L, 3)
+        lids, lower_lids = np.zeros_like(shift), np.zeros_like(shift)
+        row = {point: r for r, point in enumerate(self.points)}
+        for eye, uppers, lowers in zip(EYES, UPPER_LIDS, LOWER_LIDS):
+            rows = [row[point] for point in eye if point in row]
+            lids[rows] = lower_lids[rows] = shift[rows]
+            for upper, lower in zip(uppers, lowers):
+                if upper in row and lower in row:
+                    lower_lids[row[upper]] = shift[row[lower]]
+        openings = np.median(eye_openings(seen[calm]), axis=0)
+        rest = ClipRest(identity, lids, lower_lids, openings, np.zeros(codes.shape[1]))
+        refined = self.refine(seen[calm], prior[calm], rest=rest)
+        return ClipRest(identity, lids, lower_lids, openings, np.median(refined - prior[calm], axis=0))
+
+    def _lids_at(self, rest: ClipRest, openings: np.ndarray) -> np.ndarray:
+        """(F, 3L): the neutral at the points with the actor's lids, each upper lid as far from its shut place as the
+        eye is open, by its opening (F, 2) over its opening at rest."""
+        lids = np.repeat((self.neutral + rest.lower_lids)[None], len(openings), axis=0)
+        for e, eye in enumerate(EYES):
+            rows = np.isin(self.points, eye)
+            fraction = np.clip(openings[:, e] / max(rest.openings[e], 1e-6), 0.0, 2.0)[:, None, None]  # 2: wide eyes
+            lids[:, rows] += fraction * (rest.lids[rows] - rest.lower_lids[rows])
+        return lids.reshape(len(openings), -1)
 
     @staticmethod
     def _usable(landmarks: np.ndarray, codes: np.ndarray, found: np.ndarray | None) -> np.ndarray:
         found = np.isfinite(landmarks).all((1, 2)) if found is None else np.asarray(found, bool).copy()
         return found & np.isfinite(codes).all(1)
 
-    def _fit(self, landmarks: np.ndarray, prior: np.ndarray, shared_identity: bool,
-             identity: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Codes (F, D) and betas (F, K) of frames that all have a face."""
+    def _fit(self, landmarks: np.ndarray, prior: np.ndarray, shared_identity: bool, identity: np.ndarray | None,
+             neutral: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Codes (F, D) and betas (F, K) of frames that all have a face; `neutral`: the points' neutral per frame
+        (F, 3L), the template's if None."""
         s = self.settings
+        neutral = self.neutral.reshape(-1) if neutral is None else neutral
         observed = landmarks[:, self.points].astype(np.float64) * [1.0, -1.0, -1.0]  # y up, toward the viewer
         z = prior.copy()
         beta = np.zeros((len(z), self.identity_basis.shape[1]))
@@ -112,15 +183,15 @@ class LandmarkRefiner:
         frames = len(z) if shared_identity else 1
         identity_system = frames * self.identity_basis.T @ iw + s.sigma_cm ** 2 * np.eye(len(iw.T))
         for _ in range(s.iterations):
-            model = self.neutral.reshape(-1) + beta @ self.identity_basis.T + z @ self.code_basis.T  # (F, 3L)
+            model = neutral + beta @ self.identity_basis.T + z @ self.code_basis.T  # (F, 3L)
             aligned = align(observed, model.reshape(len(z), -1, 3), self.rigid).reshape(len(z), -1)
             if identity is None:
-                residual = aligned - self.neutral.reshape(-1) - z @ self.code_basis.T  # what identity must explain
+                residual = aligned - neutral - z @ self.code_basis.T  # what identity must explain
                 if shared_identity:
                     beta[:] = np.linalg.solve(identity_system, iw.T @ residual.sum(0))
                 else:
                     beta = np.linalg.solve(identity_system, iw.T @ residual.T).T
-            target = aligned - self.neutral.reshape(-1) - beta @ self.identity_basis.T
+            target = aligned - neutral - beta @ self.identity_basis.T
             z = np.linalg.solve(code_system, bw.T @ target.T + lam * prior.T + depth_system @ prior.T).T
         return z, beta
 
@@ -135,3 +206,36 @@ def align(points: np.ndarray, targets: np.ndarray, rigid: np.ndarray) -> np.ndar
     rotation = u @ (flip[:, :, None] * vt)
     scale = (sv * flip).sum(1) / ((a - ca) ** 2).sum((1, 2))
     return (points - ca) @ rotation * scale[:, None, None] + cb
+
+
+def lip_gap(landmarks: np.ndarray) -> np.ndarray:
+    """(F,) mediapipe's inner-lip gap (points 13 and 14) over its eye-corner distance (33 and 263), per frame."""
+    points = np.asarray(landmarks, np.float64)[..., :2]
+    return (np.linalg.norm(points[:, 13] - points[:, 14], axis=1)
+            / np.linalg.norm(points[:, 33] - points[:, 263], axis=1))
+
+
+def eye_openings(landmarks: np.ndarray) -> np.ndarray:
+    """(F, 2) each eye's lid gap over its width at mediapipe's points (the actor's right eye, then left)."""
+    points = np.asarray(landmarks, np.float64)[..., :2]
+    return np.stack([np.linalg.norm(points[:, upper] - points[:, lower], axis=1)
+                     / np.linalg.norm(points[:, inner] - points[:, outer], axis=1)
+                     for upper, lower, inner, outer in EYE_OPENINGS], axis=1)
+
+
+def expression_activity(blendshapes: np.ndarray) -> np.ndarray:
+    """(F,) the sum of the Face Landmarker's expression scores per frame (gaze and its `_neutral` left out)."""
+    from serep_engine.track.tracking import BLENDSHAPE_NAMES
+
+    columns = [i for i, name in enumerate(BLENDSHAPE_NAMES) if not name.startswith("eyeLook") and name != "_neutral"]
+    return np.asarray(blendshapes, np.float64)[:, columns].sum(1)
+
+
+def calm_frames(gap: np.ndarray, activity: np.ndarray) -> np.ndarray:
+    """Indices of a clip's calm closed-mouth frames: the CALM_FRACTION of its frames with the lowest `activity` among
+    the CLOSED_FRACTION with the smallest lip `gap`. Closed mouths, because the network reads a real face at about
+    a third of its motion: a rest read where it takes parted lips for nearly closed ones put the lips of closed
+    frames through each other (7.5% of the real clips' frames with the rest as a shift of the codes, 1.5% so)."""
+    count = max(1, int(round(CALM_FRACTION * len(gap))))
+    closed = np.flatnonzero(gap <= np.quantile(gap, CLOSED_FRACTION))
+    return closed[np.argsort(activity[closed], kind="stable")[:count]]

@@ -92,7 +92,7 @@ def serep_codes(face_model: ICTModel, capture_model=None, mirror_average: bool =
     """`codes_of(frames, neutral)` -> the capture's per-frame codes before smoothing (F, D) (NaN without a face),
     found (F,), and the code basis on `neutral`: the front end, the network's codes (each crop averaged with its
     mirror image unless `mirror_average` is off), refined against the landmarks on the subject's neutral
-    (`follow_landmarks`)."""
+    (`follow_landmarks`), a clip's with the actor's rest taken off (capture/refine.py: clip_rest)."""
     import torch
 
     from serep_engine.capture.model import CaptureModel
@@ -118,8 +118,13 @@ def serep_codes(face_model: ICTModel, capture_model=None, mirror_average: bool =
         with torch.no_grad():
             basis = expression_model.identity_basis(neutral).numpy()
         if follow_landmarks:
-            codes = LandmarkRefiner(face_model, basis, neutral).refine(np.stack([t.landmarks for t in tracked]), codes,
-                                                                      found)
+            refiner = LandmarkRefiner(face_model, basis, neutral)
+            landmarks = np.stack([t.landmarks for t in tracked])
+            rest = None  # a photo has no calm frames to read a rest on
+            if len(frames) > 1:
+                scores = np.stack([t.observation.blendshapes for t in tracked])
+                rest = refiner.clip_rest(landmarks, codes, scores, found)
+            codes = refiner.refine(landmarks, codes, found, rest=rest)
         return codes, found, basis
 
     return codes_of
