@@ -2,7 +2,7 @@
 
 A kept result is `<folder>/<key>.npz`, key = a digest of the clip (absolute path, size, modification time), the
 frame range, the target's rest shape and triangles, the output kind (ARKit weights or not) and the engine's
-weights: change any of them and the clip is captured again. The folder is `kept/` in the cache folder (the
+code and weights: change any of them and the clip is captured again. The folder is `kept/` in the cache folder (the
 preferences' Cache Folder, default ~/.cache/serep), or `serep_kept/` beside the saved .blend when the panel's
 Keep Captures says so. In the cache folder, results not used for KEEP_DAYS days go, then the least recently
 used until the folder holds at most KEEP_BYTES; Preferences > Clear Kept Captures empties it. A folder beside
@@ -36,10 +36,11 @@ def folder(cache_dir: str, beside_blend: bool) -> Path:
 
 
 def _engine_stamp() -> list:
-    """The engine's weights (names, sizes, times): a new engine captures again."""
-    weights = engine_path() / "serep_engine" / "weights"
-    return sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in weights.glob("*") if p.is_file()) \
-        if weights.is_dir() else []
+    """The engine's code and weights (paths, sizes, times): a new engine, or one whose capture changed with the same
+    weights, captures again."""
+    package = engine_path() / "serep_engine"
+    return sorted([str(p.relative_to(package)), p.stat().st_size, p.stat().st_mtime_ns] for p in package.rglob("*")
+                  if p.is_file() and (p.suffix == ".py" or p.parent.name == "weights"))
 
 
 def key(clip: Path, start: int, end: int | None, target_npz: Path, arkit: bool, follow_landmarks: bool = True) -> str:
