@@ -132,12 +132,13 @@ def test_the_open_mouth_correspondence_puts_each_inner_lip_point_on_its_own_lip(
 def test_an_actor_s_rest_is_taken_off_and_their_blinks_still_close(face_model, setup):
     """An actor whose left lid hangs lower than the template's (a constant the identity modes do not take; their
     blink shuts it from there): refined alone, every frame reads a lid a good part closed; with the clip's rest, read
-    on its calm closed-mouth frames where the network reads the neutral face, the calm frames decode to the neutral's
-    eyes and mouth, the mouth opens as far as without the rest, and the blink closes the lid further than a shift of
-    the codes by their rest would (that leaves the droop's part of the blink out), short of passing it through the
-    lower lid. (Not all the way: the lids fade to where the eye's opening at mediapipe's points is zero, as mediapipe
-    reads a real shut eye, 0.01-0.05 of its width; on the template a blink leaves these points 0.13 apart.)"""
-    from serep_engine.capture.refine import calm_frames, expression_activity, lip_gap
+    on its calm frames (mouth closed, eyes open) where the network reads the neutral face, the calm frames decode to
+    the neutral's eyes and mouth, the mouth opens as far as without the rest, and the blink closes the lid further
+    than a shift of the codes by their rest would (that leaves the droop's part of the blink out), short of passing
+    it through the lower lid. (Not all the way: the lids fade to where the eye's opening at mediapipe's points is
+    zero, as mediapipe reads a real shut eye, 0.01-0.05 of its width; on the template a blink leaves these points 0.13
+    apart.)"""
+    from serep_engine.capture.refine import calm_frames, expression_activity, eye_openings, lip_gap
     from serep_engine.track.tracking import BLENDSHAPE_NAMES
 
     basis, vertex, jaw, blink = setup
@@ -146,7 +147,8 @@ def test_an_actor_s_rest_is_taken_off_and_their_blinks_still_close(face_model, s
     network = 0.3 * motion  # under-reads the motion, reads no droop
     scores = np.zeros((len(motion), len(BLENDSHAPE_NAMES)), np.float32)  # the Face Landmarker's: none at rest
     scores[:, BLENDSHAPE_NAMES.index("jawOpen")] = np.abs(motion).sum(1)
-    assert sorted(calm_frames(lip_gap(seen), expression_activity(scores))) == [0, 1]  # a tenth of 18, closed, calm
+    calm = calm_frames(lip_gap(seen), expression_activity(scores), eye_openings(seen))
+    assert sorted(calm) == [0, 1]  # a tenth of 18: the first of the calm, closed-mouth, open-eyed frames
     refiner = LandmarkRefiner(face_model, basis)
     alone = refiner.refine(seen, network)
     rest = refiner.clip_rest(seen, network, scores)

@@ -19,17 +19,17 @@ small linear solve, so a clip costs milliseconds a frame.
 A clip's refined codes also carry a constant the actor does not make: the part of their face shape (and of mediapipe's
 bias on it) that five identity modes cannot take is read as expression on every frame (on the 23 real clips their
 calmest tenth of frames decoded to browDownRight 0.66 and eyeBlinkRight 0.26 on ICT's ARKit shapes). `clip_rest`
-reads the actor's rest on the clip's calm closed-mouth frames, where the network's own code is taken as the truth, in
-two parts: where the eyelid points sit beyond the network's rest (the actor's lids: a shift of the points' place,
-each upper-lid point's going over to that of the lower-lid point below it as the eye closes; a shift of the codes
-would leave a droopy-lidded actor's blinks part open and take a wide-eyed actor's past shut), then the code the
-refined calm frames still differ from the network's by, taken off every frame. The motion stays the refinement's,
-the rest becomes the network's.
+reads the actor's rest on the clip's calm frames (`calm_frames`: mouth closed, eyes open), where the network's own
+code is taken as the truth, in two parts: where the eyelid points sit beyond the network's rest (the actor's lids: a
+shift of the points' place, each upper-lid point's going over to that of the lower-lid point below it as the eye
+closes; a shift of the codes would leave a droopy-lidded actor's blinks part open and take a wide-eyed actor's past
+shut), then the code the refined calm frames still differ from the network's by, taken off every frame. The motion
+stays the refinement's, the rest becomes the network's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,6 +40,8 @@ from serep_engine.facemodel.ict import ICTModel
 EYE_POINTS = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246, 249, 263, 362, 373, 374,
               380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
 RIGID_POINTS = (1, 4, 5, 6, 10, 21, 54, 93, 103, 127, 132, 151, 168, 195, 197, 234, 251, 284, 323, 332, 356, 361, 454)
+# mediapipe's eyebrows (its FACEMESH_LEFT_EYEBROW and RIGHT_EYEBROW)
+BROW_POINTS = (46, 52, 53, 55, 63, 65, 66, 70, 105, 107, 276, 282, 283, 285, 293, 295, 296, 300, 334, 336)
 # per eye (the actor's right, then left; EYE_POINTS): its upper-lid points, the lower-lid point below each, its corners,
 # and the upper, lower and corner points its opening is measured on
 UPPER_LIDS = ((246, 161, 160, 159, 158, 157, 173), (466, 388, 387, 386, 385, 384, 398))
@@ -47,8 +49,7 @@ LOWER_LIDS = ((7, 163, 144, 145, 153, 154, 155), (249, 390, 373, 374, 380, 381, 
 EYE_CORNERS = ((33, 133), (362, 263))
 EYE_OPENINGS = ((159, 145, 33, 133), (386, 374, 362, 263))
 EYES = tuple(upper + lower + corners for upper, lower, corners in zip(UPPER_LIDS, LOWER_LIDS, EYE_CORNERS))
-CALM_FRACTION = 0.1  # of a clip's faces: its rest is read on this many of the calmest closed-mouth frames
-CLOSED_FRACTION = 0.3  # of a clip's faces: the most closed mouths, among which the calmest are picked
+CALM_FRACTION = 0.1  # of a clip's faces: its rest is read on this many of its calmest frames (`calm_frames`)
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,15 @@ class ClipRest:
 @dataclass(frozen=True)
 class RefineSettings:
     """Chosen by a small sweep on `serep eval real` (photos and clips; eye weight 1-16, identity modes 5-100, depth
-    weight 0-0.5, tau 0.2-3): more identity modes let a photo's eye and brow shape pass as identity."""
+    weight 0-0.5, tau 0.2-3, brow weight 0.1-8): more identity modes let a photo's eye and brow shape pass as
+    identity. Brow weight 4 against 1: photos' brow height 0.57 -> 0.64, clips' 0.91 / 0.94 -> 0.93 / 1.00, the
+    takes' browInnerUp 0.35 -> 0.33 (mediapipe misreads our renders), the rest within 0.01."""
 
     sigma_cm: float = 0.05  # how far mediapipe's points are trusted (per coordinate)
     tau: float = 1.0  # how far a code may move from the network's
     depth_weight: float = 0.3  # mediapipe's depth, relative to its image-plane coordinates
     eye_weight: float = 6.0  # the eyelid points, relative to the others
+    brow_weight: float = 4.0  # the eyebrow points, relative to the others
     identity_modes: int = 5  # ICT's first identity modes fitted (0: the template's own shape)
     iterations: int = 3
     depth_prior: float = 10.0  # the eyelid points' pull to the network's depth (10: lids sink 0.2 mm, not 2.7)
@@ -96,7 +100,8 @@ class LandmarkRefiner:
         identity = face_model.identity_basis[:s.identity_modes, vertices]
         self.identity_basis = identity.reshape(len(identity), 3 * len(vertices)).astype(np.float64).T  # (3L, K)
         self.rigid = np.flatnonzero(np.isin(self.points, RIGID_POINTS))
-        point_weight = np.where(np.isin(self.points, EYE_POINTS), s.eye_weight, 1.0)
+        point_weight = np.select([np.isin(self.points, EYE_POINTS), np.isin(self.points, BROW_POINTS)],
+                                 [s.eye_weight, s.brow_weight], 1.0)
         self.eye_depth_rows = 3 * np.flatnonzero(np.isin(self.points, EYE_POINTS)) + 2
         self.weights = (point_weight[:, None] * [1.0, 1.0, s.depth_weight]).reshape(-1)  # per coordinate, flat (3L,)
 
@@ -127,7 +132,8 @@ class LandmarkRefiner:
         if not found.any():
             return None
         seen, prior = landmarks[found], codes[found]
-        calm = calm_frames(lip_gap(seen), expression_activity(blendshapes[found]))
+        openings = eye_openings(seen)
+        calm = calm_frames(lip_gap(seen), expression_activity(blendshapes[found]), openings)
         _, beta = self._fit(seen, prior, True, None)
         identity = beta[0]
         model = (self.neutral.reshape(-1) + identity @ self.identity_basis.T + prior[calm] @ self.code_basis.T)
@@ -142,10 +148,9 @@ class LandmarkRefiner:
             for upper, lower in zip(uppers, lowers):
                 if upper in row and lower in row:
                     lower_lids[row[upper]] = shift[row[lower]]
-        openings = np.median(eye_openings(seen[calm]), axis=0)
-        rest = ClipRest(identity, lids, lower_lids, openings, np.zeros(codes.shape[1]))
+        rest = ClipRest(identity, lids, lower_lids, np.median(openings[calm], axis=0), np.zeros(codes.shape[1]))
         refined = self.refine(seen[calm], prior[calm], rest=rest)
-        return ClipRest(identity, lids, lower_lids, openings, np.median(refined - prior[calm], axis=0))
+        return replace(rest, code=np.median(refined - prior[calm], axis=0))
 
     def _lids_at(self, rest: ClipRest, openings: np.ndarray) -> np.ndarray:
         """(F, 3L): the neutral at the points with the actor's lids, each upper lid as far from its shut place as the
@@ -231,11 +236,20 @@ def expression_activity(blendshapes: np.ndarray) -> np.ndarray:
     return np.asarray(blendshapes, np.float64)[:, columns].sum(1)
 
 
-def calm_frames(gap: np.ndarray, activity: np.ndarray) -> np.ndarray:
-    """Indices of a clip's calm closed-mouth frames: the CALM_FRACTION of its frames with the lowest `activity` among
-    the CLOSED_FRACTION with the smallest lip `gap`. Closed mouths, because the network reads a real face at about
-    a third of its motion: a rest read where it takes parted lips for nearly closed ones put the lips of closed
-    frames through each other (7.5% of the real clips' frames with the rest as a shift of the codes, 1.5% so)."""
+def calm_frames(gap: np.ndarray, activity: np.ndarray, openings: np.ndarray) -> np.ndarray:
+    """Indices of a clip's calm frames: the CALM_FRACTION of its frames that rank lowest on the Face Landmarker's
+    `activity`, plus twice the lip `gap`, plus how shut the more shut eye is (1 - its `openings` (F, 2)), each ranked
+    over the clip. Closed mouths count twice because the network reads a real face at about a third of its motion: a
+    rest read where it takes parted lips for nearly closed ones put the lips of closed frames through each other (on
+    7.5% of the real clips' frames, rest read on the calmest tenth by activity alone). Open eyes count because the Face
+    Landmarker scores shut eyes as looking down, which is gaze, not activity: liveportrait_d3's frames with the most
+    closed lips had both eyes shut, and a rest read there (a rest on the calmest closed-mouth frames) read her winks
+    at half their size."""
     count = max(1, int(round(CALM_FRACTION * len(gap))))
-    closed = np.flatnonzero(gap <= np.quantile(gap, CLOSED_FRACTION))
-    return closed[np.argsort(activity[closed], kind="stable")[:count]]
+    score = _ranks(activity) + 2.0 * _ranks(gap) + _ranks(-np.min(openings, axis=1))
+    return np.argsort(score, kind="stable")[:count]
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Each value's rank over the array, 0 to 1 (ties in order)."""
+    return np.argsort(np.argsort(values, kind="stable"), kind="stable") / max(len(values) - 1, 1)
