@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from serep_engine.facemodel.ict import ICTModel
+from serep_engine.track.tracking import BLENDSHAPE_NAMES
 
 # mediapipe points on the forehead, nose bridge and face outline: the similarity is fitted on them
 # mediapipe's eyelid contours (its FACEMESH_LEFT_EYE and RIGHT_EYE): few points that carry blinks and winks
@@ -104,6 +105,11 @@ class LandmarkRefiner:
                                  [s.eye_weight, s.brow_weight], 1.0)
         self.eye_depth_rows = 3 * np.flatnonzero(np.isin(self.points, EYE_POINTS)) + 2
         self.weights = (point_weight[:, None] * [1.0, 1.0, s.depth_weight]).reshape(-1)  # per coordinate, flat (3L,)
+        row = {point: r for r, point in enumerate(self.points)}
+        self.eye_rows = [np.array([row[p] for p in eye if p in row]) for eye in EYES]  # per eye, its points' rows
+        pairs = [(row[u], row[b]) for uppers, lowers in zip(UPPER_LIDS, LOWER_LIDS) for u, b in zip(uppers, lowers)
+                 if u in row and b in row]
+        self.upper_rows, self.below_rows = (np.array(rows) for rows in zip(*pairs))  # upper-lid points, those below
 
     def refine(self, landmarks: np.ndarray, codes: np.ndarray, found: np.ndarray | None = None,
                shared_identity: bool = True, rest: ClipRest | None = None) -> np.ndarray:
@@ -140,14 +146,11 @@ class LandmarkRefiner:
         model = model.reshape(len(calm), -1, 3)
         observed = seen[calm][:, self.points].astype(np.float64) * [1.0, -1.0, -1.0]
         shift = np.median(align(observed, model, self.rigid) - model, axis=0)  # (L, 3)
-        lids, lower_lids = np.zeros_like(shift), np.zeros_like(shift)
-        row = {point: r for r, point in enumerate(self.points)}
-        for eye, uppers, lowers in zip(EYES, UPPER_LIDS, LOWER_LIDS):
-            rows = [row[point] for point in eye if point in row]
-            lids[rows] = lower_lids[rows] = shift[rows]
-            for upper, lower in zip(uppers, lowers):
-                if upper in row and lower in row:
-                    lower_lids[row[upper]] = shift[row[lower]]
+        lids = np.zeros_like(shift)
+        for rows in self.eye_rows:
+            lids[rows] = shift[rows]
+        lower_lids = lids.copy()
+        lower_lids[self.upper_rows] = shift[self.below_rows]
         rest = ClipRest(identity, lids, lower_lids, np.median(openings[calm], axis=0), np.zeros(codes.shape[1]))
         refined = self.refine(seen[calm], prior[calm], rest=rest)
         return replace(rest, code=np.median(refined - prior[calm], axis=0))
@@ -156,8 +159,7 @@ class LandmarkRefiner:
         """(F, 3L): the neutral at the points with the actor's lids, each upper lid as far from its shut place as the
         eye is open, by its opening (F, 2) over its opening at rest."""
         lids = np.repeat((self.neutral + rest.lower_lids)[None], len(openings), axis=0)
-        for e, eye in enumerate(EYES):
-            rows = np.isin(self.points, eye)
+        for e, rows in enumerate(self.eye_rows):
             fraction = np.clip(openings[:, e] / max(rest.openings[e], 1e-6), 0.0, 2.0)[:, None, None]  # 2: wide eyes
             lids[:, rows] += fraction * (rest.lids[rows] - rest.lower_lids[rows])
         return lids.reshape(len(openings), -1)
@@ -230,8 +232,6 @@ def eye_openings(landmarks: np.ndarray) -> np.ndarray:
 
 def expression_activity(blendshapes: np.ndarray) -> np.ndarray:
     """(F,) the sum of the Face Landmarker's expression scores per frame (gaze and its `_neutral` left out)."""
-    from serep_engine.track.tracking import BLENDSHAPE_NAMES
-
     columns = [i for i, name in enumerate(BLENDSHAPE_NAMES) if not name.startswith("eyeLook") and name != "_neutral"]
     return np.asarray(blendshapes, np.float64)[:, columns].sum(1)
 
@@ -245,11 +245,9 @@ def calm_frames(gap: np.ndarray, activity: np.ndarray, openings: np.ndarray) -> 
     Landmarker scores shut eyes as looking down, which is gaze, not activity: liveportrait_d3's frames with the most
     closed lips had both eyes shut, and a rest read there (a rest on the calmest closed-mouth frames) read her winks
     at half their size."""
+    from scipy.stats import rankdata
+
     count = max(1, int(round(CALM_FRACTION * len(gap))))
-    score = _ranks(activity) + 2.0 * _ranks(gap) + _ranks(-np.min(openings, axis=1))
+    score = sum(weight * (rankdata(values, method="ordinal") - 1) / max(len(gap) - 1, 1)
+                for weight, values in ((1.0, activity), (2.0, gap), (1.0, -np.min(openings, axis=1))))
     return np.argsort(score, kind="stable")[:count]
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Each value's rank over the array, 0 to 1 (ties in order)."""
-    return np.argsort(np.argsort(values, kind="stable"), kind="stable") / max(len(values) - 1, 1)
