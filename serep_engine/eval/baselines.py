@@ -92,42 +92,54 @@ def serep_codes(face_model: ICTModel, capture_model=None, mirror_average: bool =
     """`codes_of(frames, neutral)` -> the capture's per-frame codes before smoothing (F, D) (NaN without a face),
     found (F,), and the code basis on `neutral`: the front end, the network's codes (each crop averaged with its
     mirror image unless `mirror_average` is off), refined against the landmarks on the subject's neutral
-    (`follow_landmarks`), a clip's with the actor's rest taken off (capture/refine.py: clip_rest)."""
+    (`follow_landmarks`), a clip's with the actor's rest taken off (`refined_codes`)."""
     import torch
 
     from serep_engine.capture.model import CaptureModel
-    from serep_engine.capture.refine import LandmarkRefiner
     from serep_engine.expression.model import ExpressionModel
-    from serep_engine.track.frontend import LiveFrontEnd
 
     capture_model = capture_model or CaptureModel.from_pretrained("auto")
     expression_model = ExpressionModel.from_pretrained("cpu", face_model)
 
     def codes_of(frames: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        live = LiveFrontEnd(30.0, capture_model.crop_size)
-        tracked = [live(frame) for frame in frames]
-        live.close()
-        found = np.array([t.found for t in tracked])
-        codes = np.full((len(frames), capture_model.code_dim), np.nan, np.float32)
-        hits = [t for t in tracked if t.found]
-        for start in range(0, len(hits), 64):
-            batch = hits[start:start + 64]
-            predicted, _ = capture_model.predict([t.crop for t in batch], [t.crop_landmarks for t in batch],
-                                                 mirror_average=mirror_average)
-            codes[[t.index for t in batch]] = predicted
+        tracked = network_codes(capture_model, frames, mirror_average)
         with torch.no_grad():
             basis = expression_model.identity_basis(neutral).numpy()
-        if follow_landmarks:
-            refiner = LandmarkRefiner(face_model, basis, neutral)
-            landmarks = np.stack([t.landmarks for t in tracked])
-            rest = None  # a photo has no calm frames to read a rest on
-            if len(frames) > 1:
-                scores = np.stack([t.observation.blendshapes for t in tracked])
-                rest = refiner.clip_rest(landmarks, codes, scores, found)
-            codes = refiner.refine(landmarks, codes, found, rest=rest)
-        return codes, found, basis
+        codes = refined_codes(face_model, basis, neutral, tracked) if follow_landmarks else tracked["codes"]
+        return codes, tracked["found"], basis
 
     return codes_of
+
+
+def network_codes(capture_model, frames: np.ndarray, mirror_average: bool = True) -> dict[str, np.ndarray]:
+    """The front end over a clip's (or one photo's) RGB frames and the network's codes: {"codes" (F, D), NaN without a
+    face, "found" (F,), "landmarks" (F, 478, 3) mediapipe's points, "scores" (F, 52) its blendshape scores}."""
+    from serep_engine.track.frontend import LiveFrontEnd
+
+    live = LiveFrontEnd(30.0, capture_model.crop_size)
+    tracked = [live(frame) for frame in frames]
+    live.close()
+    codes = np.full((len(frames), capture_model.code_dim), np.nan, np.float32)
+    hits = [t for t in tracked if t.found]
+    for start in range(0, len(hits), 64):
+        batch = hits[start:start + 64]
+        predicted, _ = capture_model.predict([t.crop for t in batch], [t.crop_landmarks for t in batch],
+                                             mirror_average=mirror_average)
+        codes[[t.index for t in batch]] = predicted
+    return {"codes": codes, "found": np.array([t.found for t in tracked]),
+            "landmarks": np.stack([t.landmarks for t in tracked]),
+            "scores": np.stack([t.observation.blendshapes for t in tracked])}
+
+
+def refined_codes(face_model: ICTModel, basis: np.ndarray, neutral: np.ndarray, tracked: dict) -> np.ndarray:
+    """`network_codes`' codes refined against its landmarks on `neutral` (code basis `basis`), a clip's with the
+    actor's rest taken off (capture/refine.py: clip_rest; a photo has no calm frames to read a rest on)."""
+    from serep_engine.capture.refine import LandmarkRefiner
+
+    refiner = LandmarkRefiner(face_model, basis, neutral)
+    landmarks, codes, found = tracked["landmarks"], tracked["codes"], tracked["found"]
+    rest = refiner.clip_rest(landmarks, codes, tracked["scores"], found) if len(codes) > 1 else None
+    return refiner.refine(landmarks, codes, found, rest=rest)
 
 
 def serep_network_method(face_model: ICTModel, capture_model=None, mirror_average: bool = True):
