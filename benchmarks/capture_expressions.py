@@ -44,7 +44,7 @@ def main() -> int:
     shape_codes = SynthGenerator(face_model, expression_model).code_of_weights(np.eye(53, dtype=np.float32))
     model = CaptureModel.load(args.weights) if args.weights else CaptureModel.from_pretrained("cpu")
     true, predicted, yaw = [], [], []
-    for path in sorted((cache_dir() / "capture-synth-v1").glob("shard_*.npz"))[-args.shards:]:
+    for path in sorted((cache_dir() / "capture-synth-v2").glob("shard_*.npz"))[-args.shards:]:
         shard = read_shard(path)
         for start in range(0, len(shard["code"]), 64):
             codes, _ = model.predict(list(shard["crops"][start:start + 64]),

@@ -48,6 +48,47 @@ def test_projected_landmarks_land_on_the_rendered_features(face_model, renderer)
             assert error.mean() < 0.1 * inter_ocular, (yaw, error)
 
 
+def test_face_paint_draws_brows_lips_and_a_lash_line_that_move_with_the_face(face_model, renderer):
+    """The painted render (the default) against the unpainted one of the same head: they differ only on the face
+    (brows, lips, the lashes' roots), the brows are dark where the template's brow landmarks project and the forehead
+    above them is not, the lips are redder than the cheek, and on a raised brow (browInnerUp) the brows move up with
+    the skin."""
+    from serep_engine.facemodel.expressions import INDEX
+    from serep_engine.render.head import Appearance, Camera, HeadRenderer
+
+    camera = Camera(320, focal=800, distance=60)
+    painted, mask = renderer.render(face_model.neutral, camera, Appearance())
+    plain, _ = HeadRenderer(face_model, 320, painted=False).render(face_model.neutral, camera, Appearance())
+    changed = np.abs(painted.astype(int) - plain).max(2) > 8
+    face_box = camera.project(face_model.neutral[face_model.landmarks68])[0]
+    (left, top), (right, bottom) = face_box.min(0) - 10, face_box.max(0) + 10
+    rows, cols = np.nonzero(changed)
+    assert changed.any() and (left < cols).all() and (cols < right).all() and (top - 20 < rows).all()
+    assert (rows < bottom).all()
+
+    def shade(image, mesh, indices, lift=0.0):
+        pixels = camera.project(mesh[face_model.landmarks68[indices]] + [0.0, lift, 0.0])[0].round().astype(int)
+        return image[pixels[:, 1], pixels[:, 0]].astype(float)
+
+    brows = [19, 20, 23, 24]
+    assert shade(painted, face_model.neutral, brows, -0.3).mean() < 0.6 * shade(plain, face_model.neutral, brows,
+                                                                                 -0.3).mean()
+    assert shade(painted, face_model.neutral, brows, 1.0).mean() > 0.9 * shade(plain, face_model.neutral, brows,
+                                                                               1.0).mean()
+    def painted_at(points):
+        pixels = camera.project(points)[0].round().astype(int)
+        return painted[pixels[:, 1], pixels[:, 0]].astype(float)
+
+    landmark = face_model.neutral[face_model.landmarks68]
+    lips = painted_at((landmark[[51, 57]] + landmark[[62, 66]]) / 2)  # the middle of each lip
+    cheek = painted_at(landmark[[2, 14]] * [0.8, 1.0, 1.0] + [0.0, 0.0, 0.5])
+    assert (lips[:, 0] / lips[:, 1]).mean() > 1.15 * (cheek[:, 0] / cheek[:, 1]).mean()
+    raised = face_model.neutral + face_model.expression_basis[INDEX["browInnerUp_L"]] \
+        + face_model.expression_basis[INDEX["browInnerUp_R"]]
+    up, _ = renderer.render(raised, camera, Appearance())
+    assert shade(up, raised, [20, 23], -0.3).mean() < 0.75 * shade(plain, face_model.neutral, [20, 23], -0.3).mean()
+
+
 def test_crop_similarity_is_exact_on_a_similar_copy():
     points = CANONICAL_POINTS * 200
     angle = 0.4
@@ -135,3 +176,17 @@ def test_eval_capture_of_serep_with_and_without_mirror_averaging(repo_root):
     assert mirrored["n_frames"] == plain["n_frames"] == 5 * 12
     assert all(0 < value < 10 for value in mirrored["regions_mm"].values())
     assert mirrored["regions_mm"] != plain["regions_mm"]  # the shipped model mirrors unless told not to
+
+
+def test_each_renderer_draws_in_its_own_context(face_model):
+    """A renderer made after another (the preview makes a head and a user's mesh renderer) must not take the first
+    one's draws: before, the first renderer's calls went to the context made last."""
+    from serep_engine.render.head import Appearance, Camera, HeadRenderer
+
+    camera = Camera(320, focal=800, distance=60)
+    painted = HeadRenderer(face_model, 320)
+    first, _ = painted.render(face_model.neutral, camera, Appearance())
+    plain, _ = HeadRenderer(face_model, 320, painted=False).render(face_model.neutral, camera, Appearance())
+    again, _ = painted.render(face_model.neutral, camera, Appearance())
+    np.testing.assert_array_equal(again, first)
+    assert np.abs(plain.astype(int) - first).max() > 50

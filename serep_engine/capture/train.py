@@ -36,7 +36,7 @@ from serep_engine.facemodel.regions import REGION_NAMES, region_masks
 
 @dataclass
 class TrainCaptureConfig:
-    synth: str = ""  # folder of `serep synth` shards (default: $SEREP_CACHE/capture-synth-v1)
+    synth: str = ""  # folder of `serep synth` shards (default: $SEREP_CACHE/capture-synth-v2, renders with face paint)
     steps: int = 6000
     batch_synth: int = 48
     batch_real: int = 16
@@ -221,7 +221,7 @@ def train_capture(config: TrainCaptureConfig, out_dir: Path, log=print) -> dict:
                                       widths=tuple(int(width) for width in config.widths.split(",")),
                                       use_image=config.use_image, use_landmarks=config.use_landmarks,
                                       spatial_features=config.spatial_features, region_patches=config.region_patches)
-    synth_dir = Path(config.synth) if config.synth else cache_dir() / "capture-synth-v1"
+    synth_dir = Path(config.synth) if config.synth else cache_dir() / "capture-synth-v2"
     synth = load_synth(synth_dir, model_config.source_size, config.max_shards)
     crop_size = float(synth.pop("crop_size"))
     model_config.crop_size = int(crop_size)

@@ -6,7 +6,7 @@ expression sequences (winks, asymmetric smiles, jaw open, funnel, pucker and sam
 between keyframes), each rendered from five views: frontal (0 deg yaw), angled (+-40) and profile (+-60).
 Ground truth: the subject's neutral and its identity-specific (deformation-transfer) expression meshes.
 
-The set is generated deterministically and cached in `$SEREP_CACHE/synthrex-v1/`: per subject
+The set is generated deterministically and cached in `$SEREP_CACHE/synthrex-v2/`: per subject
 `subject_XX.npz` (identity weights, per-frame ARKit weights) and per view `subject_XX_view_YAW.npz`
 (frames as JPEG bytes). A method maps a view's frames to per-frame expression meshes on the subject's
 neutral; errors are the region protocol of `eval/protocol.py`, averaged over frames and videos.
@@ -27,7 +27,7 @@ from serep_engine.facemodel.identities import identity_shapes
 from serep_engine.paths import cache_dir
 from serep_engine.synth.shards import load_frames, save_frames
 
-VERSION = "synthrex-v1"
+VERSION = "synthrex-v2"  # v2: face paint on the renders (render/head.py)
 N_SUBJECTS = 8
 N_FRAMES = 150
 RENDER_SIZE = 320

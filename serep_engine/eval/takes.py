@@ -9,7 +9,7 @@ the Pearson correlation per video, the mean over videos; and the SynthREX region
 No take is trained on: every take scored here is held out.
 
 Renders are cached per take (a digest of the file, the window and the identity's seed) in
-`$SEREP_CACHE/takes-eval-v1/`.
+`$SEREP_CACHE/takes-eval-v2/`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from serep_engine.facemodel.expressions import ict_weights
 from serep_engine.facemodel.ict import EVAL_SEEDS, ICTModel
 from serep_engine.paths import cache_dir, data_dir
 
-VERSION = "takes-eval-v1"
+VERSION = "takes-eval-v2"  # v2: face paint on the renders (render/head.py)
 WINDOW = 150
 SEED_OFFSET = 300_000
 SHAPES = ("eyeBlinkLeft", "eyeBlinkRight", "jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthFunnel",

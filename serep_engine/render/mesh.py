@@ -10,6 +10,7 @@ import scipy.sparse
 from serep_engine.render.head import (
     FRAGMENT_SHADER,
     HEAD_CENTRE,
+    NO_PAINT,
     VERTEX_SHADER,
     Appearance,
     Camera,
@@ -46,10 +47,13 @@ class MeshRenderer:
         self.position_buffer = self.ctx.buffer(reserve=len(vertices) * 12)
         self.normal_buffer = self.ctx.buffer(reserve=len(vertices) * 12)
         material = self.ctx.buffer(np.zeros(len(vertices), np.float32).tobytes())
+        unpainted = np.tile(NO_PAINT, (len(vertices), 1))  # a user's mesh gets no face paint
+        rest = self.ctx.buffer(np.ascontiguousarray(unpainted[:, :2]).tobytes())
+        paint = self.ctx.buffer(np.ascontiguousarray(unpainted[:, 2:]).tobytes())
         self.vao = self.ctx.vertex_array(
             self.program,
             [(self.position_buffer, "3f", "in_position"), (self.normal_buffer, "3f", "in_normal"),
-             (material, "1f", "in_material")],
+             (material, "1f", "in_material"), (rest, "2f", "in_rest"), (paint, "4f", "in_paint")],
             index_buffer=self.ctx.buffer(self.triangles.tobytes()))
         self.fbo = self.ctx.simple_framebuffer((size, size), components=4)
         self.camera = Camera(size, focal=2.2 * size, distance=3.2 * RENDER_RADIUS_CM)
@@ -67,21 +71,23 @@ class MeshRenderer:
     def render(self, rotation: np.ndarray, appearance: Appearance | None = None) -> np.ndarray:
         """RGB uint8 (S, S, 3) of the mesh turned by `rotation` (3x3, render frame) on a grey background."""
         appearance = appearance or Appearance()
-        self.position_buffer.write((self.points @ rotation.T + HEAD_CENTRE).astype(np.float32).tobytes())
-        self.normal_buffer.write((self.normals @ rotation.T).astype(np.float32).tobytes())
-        albedo = np.zeros((12, 3), np.float32)
-        albedo[0] = appearance.skin
-        set_uniforms(self.program, self.camera, albedo, appearance)
-        self.fbo.use()
-        self.fbo.clear(*GREY, 1.0, depth=1.0)
-        self.ctx.enable(self.ctx.DEPTH_TEST)
-        self.vao.render()
-        rgba = np.frombuffer(self.fbo.read(components=4), np.uint8).reshape(self.size, self.size, 4)[::-1]
+        with self.ctx:  # this renderer's context current: another made since would take its calls
+            self.position_buffer.write((self.points @ rotation.T + HEAD_CENTRE).astype(np.float32).tobytes())
+            self.normal_buffer.write((self.normals @ rotation.T).astype(np.float32).tobytes())
+            albedo = np.zeros((12, 3), np.float32)
+            albedo[0] = appearance.skin
+            set_uniforms(self.program, self.camera, albedo, appearance)
+            self.fbo.use()
+            self.fbo.clear(*GREY, 1.0, depth=1.0)
+            self.ctx.enable(self.ctx.DEPTH_TEST)
+            self.vao.render()
+            rgba = np.frombuffer(self.fbo.read(components=4), np.uint8).reshape(self.size, self.size, 4)[::-1]
         return np.ascontiguousarray(rgba[..., :3])
 
     def depth(self) -> np.ndarray:
         """Camera-space depth (S, S) of the last render (inf where nothing was drawn)."""
-        return linear_depth(self.fbo, self.size)
+        with self.ctx:
+            return linear_depth(self.fbo, self.size)
 
     def lift(self, pixels: np.ndarray, rotation: np.ndarray) -> np.ndarray:
         """User-frame surface points (N, 3) under pixels (N, 2) of the last render (NaN off the mesh)."""

@@ -59,7 +59,7 @@ def _lifted(face_model: ICTModel, expression: dict[str, float]) -> tuple[np.ndar
     from serep_engine.render.head import Appearance, Camera, HeadRenderer
     from serep_engine.track.tracking import FaceTracker
 
-    renderer = HeadRenderer(face_model, 512)
+    renderer = HeadRenderer(face_model, 512, painted=False)  # the correspondence in use was measured unpainted
     head = face_model.neutral.copy()
     for name, weight in expression.items():
         head += weight * face_model.expression_basis[INDEX[name]]

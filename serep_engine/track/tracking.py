@@ -296,7 +296,7 @@ def _mirror_pairing(face_model, render_size: int) -> np.ndarray:
 
     from serep_engine.render.head import Appearance, Camera, HeadRenderer
 
-    renderer = HeadRenderer(face_model, render_size)
+    renderer = HeadRenderer(face_model, render_size, painted=False)  # the pairing in use was made unpainted
     image, mask = renderer.render(face_model.neutral, Camera(render_size, focal=1800.0, distance=90.0), Appearance())
     with FaceTracker(video=False, max_faces=1) as tracker:
         observation = tracker.track(np.where(mask[..., None], image, 128).astype(np.uint8))
