@@ -61,14 +61,10 @@ def main() -> int:
     from serep_engine.capture.model import CaptureModel
     from serep_engine.capture.refine import LandmarkRefiner
     from serep_engine.contract import TAKE_SUFFIXES
-    from serep_engine.contract.arkit import ARKIT_NAMES
     from serep_engine.eval.baselines import network_codes, refined_codes
-    from serep_engine.eval.protocol import region_errors_mm, summarise
-    from serep_engine.eval.takes import SHAPES, default_takes, prepare
+    from serep_engine.eval.takes import default_takes, prepare, score_video, summary, take_meshes
     from serep_engine.expression.model import ExpressionModel
-    from serep_engine.facemodel.expressions import ict_weights
     from serep_engine.facemodel.ict import ICTModel
-    from serep_engine.facemodel.identities import identity_shapes
     from serep_engine.retarget.arkit import ARKitSolver
     from serep_engine.synth.shards import load_frames
     from serep_engine.track.correspondence import mediapipe_to_template
@@ -81,8 +77,7 @@ def main() -> int:
     points = group_points()
     variants = {"mediapipe": ()} | {g: points[g] for g in GROUPS} | {"all three": sum(points.values(), ())}
     axes = [0, 1, 2] if args.axes == "xyz" else [1]
-    columns = [ARKIT_NAMES.index(name) for name in SHAPES]
-    corrs = {v: {shape: [] for shape in SHAPES} for v in variants}
+    corrs = {v: {} for v in variants}
     errors = {v: {} for v in variants}
     folder = Path(args.takes) if args.takes else default_takes()
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in TAKE_SUFFIXES)
@@ -90,9 +85,7 @@ def main() -> int:
         take = prepare(face_model, path, index)
         if take is None:
             continue
-        neutral = face_model.identity_neutral(take["identity"])
-        truth = neutral + np.tensordot(ict_weights(face_model, take["arkit"]),
-                                       identity_shapes(face_model, take["identity"]), axes=1)
+        neutral, truth = take_meshes(face_model, take)
         solver = ARKitSolver(face_model, neutral)
         with torch.no_grad():
             basis = expression_model.identity_basis(neutral).numpy()
@@ -106,16 +99,14 @@ def main() -> int:
                 codes = refined_codes(face_model, basis, neutral, tracked | {"landmarks": landmarks})
                 codes = smooth_codes(fill_gaps(codes, found), 30.0, 1.0, found)
                 meshes = neutral[None] + np.tensordot(codes, basis, axes=1)
-                weights = solver.solve(meshes - neutral)
-                for region, values in region_errors_mm(face_model, meshes, truth).items():
-                    errors[name].setdefault(region, []).append(values)
-                for shape, column in zip(SHAPES, columns):
-                    a, b = weights[:, column], take["arkit"][:, column]
-                    if b.std() > 1e-6:
-                        corrs[name][shape].append(float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 else 0.0)
-    out = {name: {"shapes": {s: round(float(np.mean(v)), 3) for s, v in corrs[name].items() if v},
-                  "regions_mm_mean": round(float(summarise({r: np.concatenate(v) for r, v in errors[name].items()})
-                                                 ["mean"]), 3)} for name in variants if errors[name]}
+                score_video(face_model, meshes, solver.solve(meshes - neutral), truth, take["arkit"], corrs[name],
+                            errors[name])
+    out = {}
+    for name in variants:
+        if errors[name]:
+            scored = summary(corrs[name], errors[name])
+            out[name] = {"shapes": {s: round(c, 3) for s, c in scored["shapes"].items() if c is not None},
+                         "regions_mm_mean": round(float(scored["regions_mm"]["mean"]), 3)}
     print(json.dumps({"axes": args.axes, "variants": out}))
     return 0
 

@@ -57,7 +57,7 @@ def test_face_paint_draws_brows_lips_and_a_lash_line_that_move_with_the_face(fac
     from serep_engine.render.head import Appearance, Camera, HeadRenderer
 
     camera = Camera(320, focal=800, distance=60)
-    painted, mask = renderer.render(face_model.neutral, camera, Appearance())
+    painted, _ = renderer.render(face_model.neutral, camera, Appearance())
     plain, _ = HeadRenderer(face_model, 320, painted=False).render(face_model.neutral, camera, Appearance())
     changed = np.abs(painted.astype(int) - plain).max(2) > 8
     face_box = camera.project(face_model.neutral[face_model.landmarks68])[0]
@@ -66,27 +66,24 @@ def test_face_paint_draws_brows_lips_and_a_lash_line_that_move_with_the_face(fac
     assert changed.any() and (left < cols).all() and (cols < right).all() and (top - 20 < rows).all()
     assert (rows < bottom).all()
 
-    def shade(image, mesh, indices, lift=0.0):
-        pixels = camera.project(mesh[face_model.landmarks68[indices]] + [0.0, lift, 0.0])[0].round().astype(int)
+    def colour_at(image, points):
+        pixels = camera.project(points)[0].round().astype(int)
         return image[pixels[:, 1], pixels[:, 0]].astype(float)
 
-    brows = [19, 20, 23, 24]
-    assert shade(painted, face_model.neutral, brows, -0.3).mean() < 0.6 * shade(plain, face_model.neutral, brows,
-                                                                                 -0.3).mean()
-    assert shade(painted, face_model.neutral, brows, 1.0).mean() > 0.9 * shade(plain, face_model.neutral, brows,
-                                                                               1.0).mean()
-    def painted_at(points):
-        pixels = camera.project(points)[0].round().astype(int)
-        return painted[pixels[:, 1], pixels[:, 0]].astype(float)
-
     landmark = face_model.neutral[face_model.landmarks68]
-    lips = painted_at((landmark[[51, 57]] + landmark[[62, 66]]) / 2)  # the middle of each lip
-    cheek = painted_at(landmark[[2, 14]] * [0.8, 1.0, 1.0] + [0.0, 0.0, 0.5])
+    below, above = [0.0, -0.3, 0.0], [0.0, 1.0, 0.0]  # cm from the brow landmarks: inside the brow, the forehead
+    brows = landmark[[19, 20, 23, 24]]
+    assert colour_at(painted, brows + below).mean() < 0.6 * colour_at(plain, brows + below).mean()
+    assert colour_at(painted, brows + above).mean() > 0.9 * colour_at(plain, brows + above).mean()
+    lips = colour_at(painted, (landmark[[51, 57]] + landmark[[62, 66]]) / 2)  # the middle of each lip
+    cheek = colour_at(painted, landmark[[2, 14]] * [0.8, 1.0, 1.0] + [0.0, 0.0, 0.5])
     assert (lips[:, 0] / lips[:, 1]).mean() > 1.15 * (cheek[:, 0] / cheek[:, 1]).mean()
     raised = face_model.neutral + face_model.expression_basis[INDEX["browInnerUp_L"]] \
         + face_model.expression_basis[INDEX["browInnerUp_R"]]
     up, _ = renderer.render(raised, camera, Appearance())
-    assert shade(up, raised, [20, 23], -0.3).mean() < 0.75 * shade(plain, face_model.neutral, [20, 23], -0.3).mean()
+    inner = [20, 23]
+    assert colour_at(up, raised[face_model.landmarks68[inner]] + below).mean() \
+        < 0.75 * colour_at(plain, landmark[inner] + below).mean()
 
 
 def test_crop_similarity_is_exact_on_a_similar_copy():

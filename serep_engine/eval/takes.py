@@ -96,10 +96,8 @@ def evaluate_takes(face_model: ICTModel, methods: list[str], directory: str | Pa
                    log=None) -> dict[str, dict]:
     """{method: {"n": takes, "shapes": {name: corr}, "regions_mm": {...}}} on the takes of `directory`."""
     from serep_engine.eval.baselines import METHODS as SYNTHREX_METHODS
-    from serep_engine.eval.protocol import region_errors_mm, summarise
     from serep_engine.eval.real import blendshape_meshes
     from serep_engine.expression.model import ExpressionModel
-    from serep_engine.facemodel.identities import identity_shapes
     from serep_engine.retarget.arkit import ARKitSolver
     from serep_engine.synth.shards import load_frames
 
@@ -107,8 +105,7 @@ def evaluate_takes(face_model: ICTModel, methods: list[str], directory: str | Pa
     paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in TAKE_SUFFIXES) if directory.is_dir() else []
     made = {name: SYNTHREX_METHODS[name](face_model) for name in methods if name in SYNTHREX_METHODS}
     expression_model = ExpressionModel.from_pretrained("cpu", face_model)
-    columns = [ARKIT_NAMES.index(name) for name in SHAPES]
-    corrs = {name: {shape: [] for shape in SHAPES} for name in methods}
+    corrs = {name: {} for name in methods}
     errors = {name: {} for name in methods}
     used = 0
     for index, path in enumerate(paths):
@@ -118,9 +115,7 @@ def evaluate_takes(face_model: ICTModel, methods: list[str], directory: str | Pa
                 log(f"{path.name}: not a usable take, skipped")
             continue
         used += 1
-        neutral = face_model.identity_neutral(take["identity"])
-        truth = neutral + np.tensordot(ict_weights(face_model, take["arkit"]),
-                                       identity_shapes(face_model, take["identity"]), axes=1)
+        neutral, truth = take_meshes(face_model, take)
         solver = ARKitSolver(face_model, neutral)
         for yaw, view in take["views"].items():
             frames = load_frames(view)["frames"]
@@ -132,14 +127,7 @@ def evaluate_takes(face_model: ICTModel, methods: list[str], directory: str | Pa
                 else:
                     meshes = made[name](frames, neutral)
                     weights = solver.solve(meshes - neutral)
-                for region, values in region_errors_mm(face_model, meshes, truth).items():
-                    errors[name].setdefault(region, []).append(values)
-                for shape, column in zip(SHAPES, columns):
-                    a, b = weights[:, column], take["arkit"][:, column]
-                    if a.std() > 1e-6 and b.std() > 1e-6:
-                        corrs[name][shape].append(float(np.corrcoef(a, b)[0, 1]))
-                    elif b.std() > 1e-6:
-                        corrs[name][shape].append(0.0)  # the take moves the shape, the method does not
+                score_video(face_model, meshes, weights, truth, take["arkit"], corrs[name], errors[name])
         if log:
             log(f"{path.name}: frames {WINDOW} from the busiest window, {len(take['views'])} views")
     out = {}
@@ -147,7 +135,38 @@ def evaluate_takes(face_model: ICTModel, methods: list[str], directory: str | Pa
         if not used:
             out[name] = {"n": 0}
             continue
-        out[name] = {"n": used,
-                     "shapes": {s: round(float(np.mean(v)), 4) if v else None for s, v in corrs[name].items()},
-                     "regions_mm": summarise({r: np.concatenate(v) for r, v in errors[name].items()})}
+        out[name] = {"n": used} | summary(corrs[name], errors[name])
     return out
+
+
+def take_meshes(face_model: ICTModel, take: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A prepared take's identity neutral (V, 3) and its true meshes (F, V, 3): ICT's shapes at the take's weights."""
+    from serep_engine.facemodel.identities import identity_shapes
+
+    neutral = face_model.identity_neutral(take["identity"])
+    return neutral, neutral + np.tensordot(ict_weights(face_model, take["arkit"]),
+                                           identity_shapes(face_model, take["identity"]), axes=1)
+
+
+def score_video(face_model: ICTModel, meshes: np.ndarray, weights: np.ndarray, truth: np.ndarray, arkit: np.ndarray,
+                corrs: dict[str, list], errors: dict[str, list]) -> None:
+    """Adds one video's scores: per listed shape the correlation of the method's ARKit `weights` with the take's
+    `arkit` (0 where the take moves the shape and the method does not; none where the take does not move it), and
+    per region the errors of its `meshes` against the `truth`."""
+    from serep_engine.eval.protocol import region_errors_mm
+
+    for region, values in region_errors_mm(face_model, meshes, truth).items():
+        errors.setdefault(region, []).append(values)
+    for shape in SHAPES:
+        column = ARKIT_NAMES.index(shape)
+        a, b = weights[:, column], arkit[:, column]
+        if b.std() > 1e-6:
+            corrs.setdefault(shape, []).append(float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 else 0.0)
+
+
+def summary(corrs: dict[str, list], errors: dict[str, list]) -> dict:
+    """{"shapes": {shape: mean corr or None}, "regions_mm": {...}} of the videos `score_video` scored."""
+    from serep_engine.eval.protocol import summarise
+
+    return {"shapes": {s: round(float(np.mean(corrs[s])), 4) if corrs.get(s) else None for s in SHAPES},
+            "regions_mm": summarise({r: np.concatenate(v) for r, v in errors.items()})}
