@@ -39,7 +39,7 @@ def with_true_points(landmarks: np.ndarray, truth: np.ndarray, found: np.ndarray
 
     out = landmarks.astype(np.float64).copy()
     seen = out[found][:, refiner.points] * [1.0, -1.0, -1.0]  # the refinement's frame: y up, toward the viewer
-    placed = align(truth[found][:, vertex[refiner.points]], seen, refiner.rigid)
+    placed = align(truth[found][:, vertex[refiner.points]], seen, refiner.pose_weights)
     rows = np.flatnonzero(np.isin(refiner.points, points))
     moved = placed[:, rows] + np.median(seen[:, rows] - placed[:, rows], axis=0)
     replaced = seen[:, rows].copy()

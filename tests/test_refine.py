@@ -165,3 +165,29 @@ def test_an_actor_s_rest_is_taken_off_and_their_blinks_still_close(face_model, s
     shut = _measures(face_model, basis, vertex, blink[None])[0]
     assert (blinked[lids[:2], 1] > blinked[lids[2:], 1]).all() and rested_seen[8, 1] > shut[1] - 0.01
     assert rested_seen[8, 1] < shifted_seen[8, 1] - 0.02
+
+
+def test_the_head_s_pose_is_read_on_what_expressions_do_not_move(face_model, setup):
+    """The similarity that takes the points onto the template counts each point by how little ICT's expressions
+    move it: the eyelids and brows not at all, the lips, chin and forehead (moved by the jaw, smiles and brow raises)
+    least. A head turned, scaled and moved is put back exactly, and points that count for nothing do not move the
+    pose however far they are from the model (a frown's brows are not read as a nod)."""
+    from serep_engine.capture.refine import BROW_POINTS, EYE_POINTS, align
+
+    basis, vertex, _, _ = setup
+    refiner = LandmarkRefiner(face_model, basis)
+    weights, points = refiner.pose_weights, refiner.points
+    assert (weights[np.isin(points, EYE_POINTS + BROW_POINTS)] == 0).all()
+    lips, nose_bridge = np.isin(points, (13, 14, 0, 17)), np.isin(points, (6, 168, 197))
+    assert weights[lips].max() < 0.05 < 0.3 < weights[nose_bridge].min()
+
+    neutral = face_model.face_neutral[vertex[points]]
+    angle = np.radians(20.0)
+    turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    seen = neutral @ turn.T * 23.0 + [5.0, -3.0, 2.0]
+    np.testing.assert_allclose(align(seen[None], neutral[None], weights)[0], neutral, atol=1e-4)
+    brows = np.isin(points, BROW_POINTS)
+    frowning = seen.copy()
+    frowning[brows, 1] -= 0.5 * 23.0
+    moved = align(frowning[None], neutral[None], weights)[0]
+    np.testing.assert_allclose(moved[~brows], neutral[~brows], atol=1e-4)

@@ -14,7 +14,10 @@ less than its image-plane coordinates, and the eyelid points keep the network's 
 |B_z,lids (z_f - z_net_f)|^2): the image-plane points of a closed lid can also be met by lid vertices sunk behind the
 eyeball, which then shows through (so it went on real winks, by 2.7 mm on every frame of liveportrait_d3, with
 the benchmark's 2D measures blind to it). The similarity, beta and the codes are solved in turn; each step is a
-small linear solve, so a clip costs milliseconds a frame.
+small linear solve, so a clip costs milliseconds a frame. The similarity counts each point by how little ICT's
+expressions move it (`POSE_MOTION_CM`): fitted on a fixed set of forehead, nose-bridge and outline points, which
+brows, sneers and the jaw move by up to 4 mm, it took part of every brow raise and frown for a nod of the head (on a
+take's frown (alex_rom_4, frontal) the refined inner brows came down 0.7 mm, the truth's 5.3; 2.1 with the weights).
 
 A clip's refined codes also carry a constant the actor does not make: the part of their face shape (and of mediapipe's
 bias on it) that five identity modes cannot take is read as expression on every frame (on the 23 real clips their
@@ -36,11 +39,9 @@ import numpy as np
 from serep_engine.facemodel.ict import ICTModel
 from serep_engine.track.tracking import BLENDSHAPE_NAMES
 
-# mediapipe points on the forehead, nose bridge and face outline: the similarity is fitted on them
 # mediapipe's eyelid contours (its FACEMESH_LEFT_EYE and RIGHT_EYE): few points that carry blinks and winks
 EYE_POINTS = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246, 249, 263, 362, 373, 374,
               380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
-RIGID_POINTS = (1, 4, 5, 6, 10, 21, 54, 93, 103, 127, 132, 151, 168, 195, 197, 234, 251, 284, 323, 332, 356, 361, 454)
 # mediapipe's eyebrows (its FACEMESH_LEFT_EYEBROW and RIGHT_EYEBROW)
 BROW_POINTS = (46, 52, 53, 55, 63, 65, 66, 70, 105, 107, 276, 282, 283, 285, 293, 295, 296, 300, 334, 336)
 # per eye (the actor's right, then left; EYE_POINTS): its upper-lid points, the lower-lid point below each, its corners,
@@ -50,6 +51,9 @@ LOWER_LIDS = ((7, 163, 144, 145, 153, 154, 155), (249, 390, 373, 374, 380, 381, 
 EYE_CORNERS = ((33, 133), (362, 263))
 EYE_OPENINGS = ((159, 145, 33, 133), (386, 374, 362, 263))
 EYES = tuple(upper + lower + corners for upper, lower, corners in zip(UPPER_LIDS, LOWER_LIDS, EYE_CORNERS))
+# the similarity trusts a point by how little ICT's expressions move it: weight 1 / (1 + (its largest motion over the
+# 53 shapes / POSE_MOTION_CM)^2); the eyelids and brows not at all
+POSE_MOTION_CM = 0.1
 CALM_FRACTION = 0.1  # of a clip's faces: its rest is read on this many of its calmest frames (`calm_frames`)
 
 
@@ -100,7 +104,9 @@ class LandmarkRefiner:
         self.code_basis = code_basis[:, vertices].reshape(len(code_basis), -1).astype(np.float64).T  # (3L, D)
         identity = face_model.identity_basis[:s.identity_modes, vertices]
         self.identity_basis = identity.reshape(len(identity), 3 * len(vertices)).astype(np.float64).T  # (3L, K)
-        self.rigid = np.flatnonzero(np.isin(self.points, RIGID_POINTS))
+        motion = np.linalg.norm(face_model.face_expression_basis[:, vertices], axis=2).max(0)  # (L,) cm
+        self.pose_weights = np.where(np.isin(self.points, EYE_POINTS + BROW_POINTS), 0.0,
+                                     1.0 / (1.0 + (motion / POSE_MOTION_CM) ** 2))
         point_weight = np.select([np.isin(self.points, EYE_POINTS), np.isin(self.points, BROW_POINTS)],
                                  [s.eye_weight, s.brow_weight], 1.0)
         self.eye_depth_rows = 3 * np.flatnonzero(np.isin(self.points, EYE_POINTS)) + 2
@@ -145,7 +151,7 @@ class LandmarkRefiner:
         model = (self.neutral.reshape(-1) + identity @ self.identity_basis.T + prior[calm] @ self.code_basis.T)
         model = model.reshape(len(calm), -1, 3)
         observed = seen[calm][:, self.points].astype(np.float64) * [1.0, -1.0, -1.0]
-        shift = np.median(align(observed, model, self.rigid) - model, axis=0)  # (L, 3)
+        shift = np.median(align(observed, model, self.pose_weights) - model, axis=0)  # (L, 3)
         lids = np.zeros_like(shift)
         for rows in self.eye_rows:
             lids[rows] = shift[rows]
@@ -191,7 +197,7 @@ class LandmarkRefiner:
         identity_system = frames * self.identity_basis.T @ iw + s.sigma_cm ** 2 * np.eye(len(iw.T))
         for _ in range(s.iterations):
             model = neutral + beta @ self.identity_basis.T + z @ self.code_basis.T  # (F, 3L)
-            aligned = align(observed, model.reshape(len(z), -1, 3), self.rigid).reshape(len(z), -1)
+            aligned = align(observed, model.reshape(len(z), -1, 3), self.pose_weights).reshape(len(z), -1)
             if identity is None:
                 residual = aligned - neutral - z @ self.code_basis.T  # what identity must explain
                 if shared_identity:
@@ -203,15 +209,16 @@ class LandmarkRefiner:
         return z, beta
 
 
-def align(points: np.ndarray, targets: np.ndarray, rigid: np.ndarray) -> np.ndarray:
-    """(F, L, 3) points each moved by the similarity that best puts their `rigid` points on the targets'."""
-    a, b = points[:, rigid], targets[:, rigid]
-    ca, cb = a.mean(1, keepdims=True), b.mean(1, keepdims=True)
-    u, sv, vt = np.linalg.svd(np.swapaxes(a - ca, 1, 2) @ (b - cb))
+def align(points: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(F, L, 3) points each moved by the similarity that best puts them on the targets, each point counted by its
+    weight (L,)."""
+    w = (weights / weights.sum())[None, :, None]
+    ca, cb = (points * w).sum(1, keepdims=True), (targets * w).sum(1, keepdims=True)
+    u, sv, vt = np.linalg.svd(np.swapaxes((points - ca) * w, 1, 2) @ (targets - cb))
     flip = np.ones((len(points), 3))
     flip[:, 2] = np.sign(np.linalg.det(u @ vt))
     rotation = u @ (flip[:, :, None] * vt)
-    scale = (sv * flip).sum(1) / ((a - ca) ** 2).sum((1, 2))
+    scale = (sv * flip).sum(1) / (w * (points - ca) ** 2).sum((1, 2))
     return (points - ca) @ rotation * scale[:, None, None] + cb
 
 
