@@ -16,8 +16,8 @@ eyeball, which then shows through (so it went on real winks, by 2.7 mm on every 
 the benchmark's 2D measures blind to it). The similarity, beta and the codes are solved in turn; each step is a
 small linear solve, so a clip costs milliseconds a frame. The similarity counts each point by how little ICT's
 expressions move it (`POSE_MOTION_CM`): fitted on a fixed set of forehead, nose-bridge and outline points, which
-brows, sneers and the jaw move by up to 4 mm, it took part of every brow raise and frown for a nod of the head (on a
-take's frown (alex_rom_4, frontal) the refined inner brows came down 0.7 mm, the truth's 5.3; 2.1 with the weights).
+brows, sneers and the jaw move by up to 4 mm, it took part of every brow raise and frown for a nod of the head
+(alex_rom_4's frown, frontal: the refined inner brows came down 0.7 mm, the truth's 5.3; with the weights 2.1).
 
 A clip's refined codes also carry a constant the actor does not make: the part of their face shape (and of mediapipe's
 bias on it) that five identity modes cannot take is read as expression on every frame (on the 23 real clips their
