@@ -46,7 +46,7 @@ def main() -> int:
 
     from serep_engine.capture.model import CaptureModel
     from serep_engine.capture.train import TrainCaptureConfig, train_capture
-    from serep_engine.eval.baselines import serep_method
+    from serep_engine.eval.baselines import SerepMethod
     from serep_engine.eval.landmarks import evaluate_landmarks
     from serep_engine.eval.synthrex import evaluate_method
     from serep_engine.facemodel.ict import ICTModel
@@ -65,7 +65,7 @@ def main() -> int:
         summary = train_capture(config, folder, log=lambda _: None)
         model = CaptureModel.load(folder)
         afw = evaluate_landmarks(model, data_dir() / "real" / "faces68" / "afw")
-        synthrex = evaluate_method(face_model, "serep", serep_method(face_model, model), args.subjects, args.frames,
+        synthrex = evaluate_method(face_model, "serep", SerepMethod(face_model, model), args.subjects, args.frames,
                                    log=lambda _: None)
         row = {"synth_val_code_rms_mm": summary["validation"]["code_rms_mm"],
                "afw_nme_inner51": afw["nme_inner51"], "synthrex_mean_mm": synthrex["regions_mm"]["mean"],

@@ -3,13 +3,15 @@
 The takes part of `serep eval real` renders real ARKit motion on held-out identities; the refined capture follows
 mediapipe's points (capture/refine.py), and on these renders it scores far below the network alone. Here the takes
 are scored again with one group of mediapipe's points (eyelids, brows, lips, or all three) replaced by the rendered
-mesh's own points at the same template vertices: the true mesh is placed on mediapipe's points by the similarity of
-the rigid points, and each replaced point keeps mediapipe's own constant offset from it over the video (its median),
+mesh's own points at the same template vertices: the true mesh is placed on mediapipe's points by the refinement's
+similarity (its pose weights), and each replaced point keeps mediapipe's own constant offset from it over the video (its median),
 so only mediapipe's frame-to-frame reading of that group is replaced, not where it puts the points on a face.
 `--axes y` replaces the points' image-plane height only.
 
 Per variant: the per-shape correlations of the ARKit weights with the take's (mean over the videos) and the regions'
-mean error (mm), as `serep eval real` reports them. Same renders, network codes and refinement as the benchmark.
+mean error (mm), as `serep eval real` reports them. Same renders, network codes and refinement as the benchmark;
+the keys are the refined meshes' own (the product takes NETWORK_KEYS from the network's codes instead,
+retarget/arkit.py: fused_keys, so on those shapes the benchmark's serep row differs from the first row here).
 
     python benchmarks/takes_true_points.py [--takes DIR] [--axes xyz|y]
 """

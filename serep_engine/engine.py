@@ -218,6 +218,7 @@ class Engine:
         pose = HeadPoseEstimator(self.face_model)
         landmark_map = LandmarkMap.from_pretrained()
         frames, found, codes, landmarks68, poses, blendshapes, matrices = [], [], [], [], [], [], []
+        network_codes: dict[int, np.ndarray] = {}  # position -> the network's own code (for its ARKit keys)
         to_refine: dict[int, np.ndarray] = {}  # position -> mediapipe's points, until the position's code is refined
         rest = None  # the actor's rest (capture/refine.py: ClipRest), from the clip's first REFINE_CHUNK faces
         pending: list = []  # (position, frame) waiting for a batch
@@ -227,7 +228,7 @@ class Engine:
         def predict(batch: list) -> None:  # in the model thread; fills positions the tracking thread is past
             predicted, _ = self.capture_model.predict([f.crop for _, f in batch], [f.crop_landmarks for _, f in batch])
             for (position, _), code in zip(batch, predicted):
-                codes[position] = code
+                codes[position] = network_codes[position] = code
 
         def flush(keep: int) -> None:
             if pending:
@@ -294,9 +295,13 @@ class Engine:
             raise NoFaceError(f"no face was found in any of the {len(frames)} frames of {info.path}")
         dim = self.capture_model.code_dim
         raw = np.array([c if c is not None else np.full(dim, np.nan) for c in codes], np.float32)
-        return {"frames": np.array(frames), "fps": info.fps, "face_found": found, "codes_raw": raw,
-                "landmarks2d": np.stack(landmarks68).astype(np.float32), "head_pose": np.stack(poses),
-                "tracker_blendshapes": np.stack(blendshapes), "tracker_matrix": np.stack(matrices)}
+        tracked = {"frames": np.array(frames), "fps": info.fps, "face_found": found, "codes_raw": raw,
+                   "landmarks2d": np.stack(landmarks68).astype(np.float32), "head_pose": np.stack(poses),
+                   "tracker_blendshapes": np.stack(blendshapes), "tracker_matrix": np.stack(matrices)}
+        if options.follow_landmarks:
+            tracked["codes_network"] = np.array([network_codes.get(p, np.full(dim, np.nan))
+                                                 for p in range(len(frames))], np.float32)
+        return tracked
 
     def import_take(self, take: Take, target: Registration | TargetMesh | None = None,
                     options: CaptureOptions | None = None, start: int = 0, end: int | None = None,
@@ -347,7 +352,8 @@ class Engine:
                  progress: ProgressFn | None = None) -> CaptureResult:
         """Fill gaps, smooth, decode onto the fitted target (None: the template) and compress into a shape-key
         basis. ARKit weights in `tracked` (a take's) are kept, gaps filled and smoothed; else `options.arkit` solves
-        them from the smoothed codes. The result keeps what a re-bake needs (`tune`): the raw codes, the target's
+        them from the smoothed codes (those the network reads better from its own codes: retarget/arkit.py,
+        fused_keys). The result keeps what a re-bake needs (`tune`): the raw codes, the target's
         code basis, the region maps."""
         found = tracked["face_found"]
         raw = fill_gaps(tracked["codes_raw"], found, options.gaps)
@@ -368,7 +374,7 @@ class Engine:
                                        Tuning(smoothing=options.smoothing, gaps=options.gaps))
             extra = {"arkit_names": np.array(ARKIT_NAMES), "arkit_weights": np.clip(take_weights, 0.0, 1.0)}
         elif options.arkit:
-            from serep_engine.retarget.arkit import GAZE, ARKitSolver
+            from serep_engine.retarget.arkit import GAZE, ARKitSolver, fused_keys
 
             neutral = self.face_model.face_neutral if registration is None else registration.neutral
             solver = ARKitSolver(self.face_model, neutral)
@@ -377,11 +383,19 @@ class Engine:
                 columns = [BLENDSHAPE_NAMES.index(name) for name in GAZE]
                 gaze = tuned_codes(tracked["tracker_blendshapes"][:, columns], found,
                                    tracked["fps"], Tuning(smoothing=options.smoothing, gaps=options.gaps))
-            # a block of frames at a time: a long take's (F, 9409, 3) displacements would not fit in memory
-            arkit = [solver.solve(np.tensordot(codes[first:first + 256], template_basis, axes=1),
-                                  None if gaze is None else gaze[first:first + 256])
-                     for first in range(0, len(codes), 256)]
-            extra = {"arkit_names": np.array(solver.names), "arkit_weights": np.concatenate(arkit)}
+
+            def keys(codes: np.ndarray) -> np.ndarray:
+                """A block of frames at a time: a long take's (F, 9409, 3) displacements would not fit in memory."""
+                return np.concatenate([solver.solve(np.tensordot(codes[first:first + 256], template_basis, axes=1),
+                                                    None if gaze is None else gaze[first:first + 256])
+                                       for first in range(0, len(codes), 256)])
+
+            arkit = keys(codes)
+            if "codes_network" in tracked:  # the keys the network reads better come from its own codes
+                network = tuned_codes(fill_gaps(tracked["codes_network"], found, options.gaps), found, tracked["fps"],
+                                      Tuning(smoothing=options.smoothing, gaps=options.gaps))
+                arkit = fused_keys(arkit, keys(network))
+            extra = {"arkit_names": np.array(solver.names), "arkit_weights": arkit}
         if "tracker_blendshapes" in tracked:
             extra.update(tracker_blendshapes=tracked["tracker_blendshapes"],
                          tracker_blendshape_names=np.array(BLENDSHAPE_NAMES), tracker_matrix=tracked["tracker_matrix"])

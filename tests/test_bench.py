@@ -103,6 +103,7 @@ def test_overlapped_track_gives_what_the_frames_give_one_by_one(face_model, monk
     refined = engine.refiner().refine(np.array(points478), np.array(codes), rest=rest)
     np.testing.assert_allclose(tracked["codes_raw"], refined, atol=1e-4)
     assert np.abs(refined - np.array(codes)).max() > 0.01  # the refinement moved the network's codes
+    np.testing.assert_allclose(tracked["codes_network"], np.array(codes), atol=1e-4)  # kept for their ARKit keys
     np.testing.assert_allclose(tracked["landmarks2d"], np.array(landmarks), atol=1e-2)
     np.testing.assert_allclose(tracked["head_pose"], np.array(poses), atol=1e-5)
     live_frames = [engine.capture_frame(rgb, info.fps) for _, rgb in read_frames(CLIP, 0, 30)]  # live use

@@ -160,6 +160,32 @@ def test_gaze_is_never_read_off_the_lids(face_model):
     assert recovered[1, ARKIT_NAMES.index("eyeBlinkRight")] >= 0.6
 
 
+def test_the_keys_the_network_reads_better_come_from_its_own_codes():
+    """NETWORK_KEYS are the network's keys as motion from the clip's rest (their low quantile), scaled by how much
+    more the refinement moves the keys both read well (a real face: two to three times), within 1-4 and the keys'
+    [0, 1]; every other key is the refinement's."""
+    from serep_engine.retarget.arkit import NETWORK_KEYS, REST_QUANTILE, SHARED_KEYS, fused_keys
+
+    rng = np.random.default_rng(3)
+    refined, network = rng.uniform(0, 0.5, (2, 40, 52)).astype(np.float32)
+    network += 0.1  # the network's rest: a little of every key on every frame
+    shared = [ARKIT_NAMES.index(name) for name in SHARED_KEYS]
+    taken = [ARKIT_NAMES.index(name) for name in NETWORK_KEYS]
+    rest = np.quantile(network, REST_QUANTILE, axis=0)
+    refined[:, shared] = 2.5 * (network[:, shared] - rest[shared])  # the refinement sees 2.5 times the motion
+    fused = fused_keys(refined, network)
+    np.testing.assert_allclose(fused[:, taken], np.clip(2.5 * (network - rest)[:, taken], 0, 1), atol=1e-5)
+    assert fused[:, taken].min() == 0.0 and fused[:, taken].max() == 1.0  # below the rest, and 2.5 x up to 0.5
+    others = np.setdiff1d(np.arange(52), taken)
+    np.testing.assert_array_equal(fused[:, others], refined[:, others])
+    refined[:, shared] *= 0.1  # never scaled down
+    np.testing.assert_allclose(fused_keys(refined, network)[:, taken], np.clip((network - rest)[:, taken], 0, 1),
+                               atol=1e-5)
+    refined[:, shared] *= 40.0  # 10 times: scaled up 4 times at most
+    np.testing.assert_allclose(fused_keys(refined, network)[:, taken],
+                               np.clip(4.0 * (network - rest)[:, taken], 0, 1), atol=1e-5)
+
+
 def _result_with_arkit(tmp_path):
     from serep_engine.contract.result import CaptureResult
 

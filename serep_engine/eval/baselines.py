@@ -1,7 +1,7 @@
 """Baseline capture methods for SynthREX, runnable by name.
 
 - `neutral`: the zero expression (every frame is the subject's neutral).
-- `serep`: the capture as the product runs it (see `serep_method`): the network's codes refined against mediapipe's
+- `serep`: the capture as the product runs it (see `SerepMethod`): the network's codes refined against mediapipe's
   landmarks (capture/refine.py).
 - `serep_network`: the capture network alone (the `follow_landmarks` option off).
 - `landmark_fit`: the classic 3DMM approach. Per frame, mediapipe's landmarks (the tracking front end)
@@ -72,27 +72,44 @@ def landmark_fit_method(face_model: ICTModel, regularisation: float = 0.2, itera
     return run
 
 
-def serep_method(face_model: ICTModel, capture_model=None, smoothing: float = 1.0, mirror_average: bool = True,
-                 follow_landmarks: bool = True):
+class SerepMethod:
     """The SEREP capture as the product runs it: `serep_codes` (below), then gap filling and smoothing, then D_mesh
-    decodes the codes onto the subject's neutral."""
-    from serep_engine.track.filters import fill_gaps, smooth_codes
+    decodes the codes onto the subject's neutral. `keys` also gives its ARKit keys as the product solves them (the
+    keys the network reads better from its own codes: retarget/arkit.py, fused_keys)."""
 
-    codes_of = serep_codes(face_model, capture_model, mirror_average, follow_landmarks)
+    def __init__(self, face_model: ICTModel, capture_model=None, smoothing: float = 1.0, mirror_average: bool = True,
+                 follow_landmarks: bool = True):
+        self.codes_of = serep_codes(face_model, capture_model, mirror_average, follow_landmarks)
+        self.smoothing = smoothing
+        self.follow_landmarks = follow_landmarks
 
-    def run(frames: np.ndarray, neutral: np.ndarray) -> np.ndarray:
-        codes, found, basis = codes_of(frames, neutral)
-        codes = smooth_codes(fill_gaps(codes, found), 30.0, smoothing, found)
+    def __call__(self, frames: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+        codes, found, basis, _ = self.codes_of(frames, neutral)
+        return self._decoded(codes, found, basis, neutral)
+
+    def keys(self, frames: np.ndarray, neutral: np.ndarray, solver) -> tuple[np.ndarray, np.ndarray]:
+        """The meshes (F, V, 3) and their ARKit keys (F, 52) by `solver` (retarget/arkit.py: ARKitSolver)."""
+        from serep_engine.retarget.arkit import fused_keys
+
+        codes, found, basis, network = self.codes_of(frames, neutral)
+        meshes = self._decoded(codes, found, basis, neutral)
+        keys = solver.solve(meshes - neutral)
+        if self.follow_landmarks:
+            keys = fused_keys(keys, solver.solve(self._decoded(network, found, basis, neutral) - neutral))
+        return meshes, keys
+
+    def _decoded(self, codes: np.ndarray, found: np.ndarray, basis: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+        from serep_engine.track.filters import fill_gaps, smooth_codes
+
+        codes = smooth_codes(fill_gaps(codes, found), 30.0, self.smoothing, found)
         return neutral[None] + np.tensordot(codes, basis, axes=1)
-
-    return run
 
 
 def serep_codes(face_model: ICTModel, capture_model=None, mirror_average: bool = True, follow_landmarks: bool = True):
     """`codes_of(frames, neutral)` -> the capture's per-frame codes before smoothing (F, D) (NaN without a face),
-    found (F,), and the code basis on `neutral`: the front end, the network's codes (each crop averaged with its
-    mirror image unless `mirror_average` is off), refined against the landmarks on the subject's neutral
-    (`follow_landmarks`), a clip's with the actor's rest taken off (`refined_codes`)."""
+    found (F,), the code basis on `neutral`, and the network's own codes (F, D): the front end, the network's codes
+    (each crop averaged with its mirror image unless `mirror_average` is off), refined against the landmarks on the
+    subject's neutral (`follow_landmarks`), a clip's with the actor's rest taken off (`refined_codes`)."""
     import torch
 
     from serep_engine.capture.model import CaptureModel
@@ -101,12 +118,12 @@ def serep_codes(face_model: ICTModel, capture_model=None, mirror_average: bool =
     capture_model = capture_model or CaptureModel.from_pretrained("auto")
     expression_model = ExpressionModel.from_pretrained("cpu", face_model)
 
-    def codes_of(frames: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def codes_of(frames: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         tracked = network_codes(capture_model, frames, mirror_average)
         with torch.no_grad():
             basis = expression_model.identity_basis(neutral).numpy()
         codes = refined_codes(face_model, basis, neutral, tracked) if follow_landmarks else tracked["codes"]
-        return codes, tracked["found"], basis
+        return codes, tracked["found"], basis, tracked["codes"]
 
     return codes_of
 
@@ -143,8 +160,8 @@ def refined_codes(face_model: ICTModel, basis: np.ndarray, neutral: np.ndarray, 
 
 
 def serep_network_method(face_model: ICTModel, capture_model=None, mirror_average: bool = True):
-    return serep_method(face_model, capture_model, mirror_average=mirror_average, follow_landmarks=False)
+    return SerepMethod(face_model, capture_model, mirror_average=mirror_average, follow_landmarks=False)
 
 
-METHODS = {"neutral": neutral_method, "landmark_fit": landmark_fit_method, "serep": serep_method,
+METHODS = {"neutral": neutral_method, "landmark_fit": landmark_fit_method, "serep": SerepMethod,
            "serep_network": serep_network_method}

@@ -124,6 +124,8 @@ def evaluate_takes(face_model: ICTModel, methods: list[str], directory: str | Pa
                     weights = mediapipe_scores(frames)
                     meshes = blendshape_meshes(face_model, expression_model,
                                                [dict(zip(ARKIT_NAMES, w.tolist())) for w in weights], neutral)
+                elif hasattr(made[name], "keys"):  # the capture's keys as the product solves them
+                    meshes, weights = made[name].keys(frames, neutral, solver)
                 else:
                     meshes = made[name](frames, neutral)
                     weights = solver.solve(meshes - neutral)

@@ -83,3 +83,37 @@ class ARKitSolver:
     def blend(self, weights: np.ndarray) -> np.ndarray:
         """(F, 52) weights -> (F, 9409, 3) displacements on the identity."""
         return np.tensordot(np.asarray(weights, np.float32), self.shapes, axes=1)
+
+
+# ARKit keys the capture network reads better than the landmark refinement: its own solved keys are kept for them. On
+# the 23 real clips against the tracker's own scores (`benchmarks/arkit_vs_tracker.py`, with and without
+# --no-follow-landmarks) the network's keys follow these at 0.23-0.70 (noseSneerLeft 0.05) where the refined ones
+# follow at -0.27-0.48, and the refined keys' spread is 3-40 times the tracker's on browDown and mouthFrown (a frown
+# came out as noseSneer and mouthShrugUpper); on the held-out takes the same (funnel 0.65 against 0.17, browDown 0.77
+# / 0.75 against 0.06 / 0.09). Their codes fixed at the network's inside the refinement did not carry it (the rest of
+# the refined face still solved to the other keys), so the choice is made on the keys.
+NETWORK_KEYS = ("mouthFunnel", "mouthPucker", "mouthFrownLeft", "mouthFrownRight", "mouthShrugLower",
+                "mouthUpperUpLeft", "mouthUpperUpRight", "browDownLeft", "browDownRight", "cheekSquintLeft",
+                "cheekSquintRight", "noseSneerLeft", "noseSneerRight")
+# keys both read well: how much more motion the refinement sees than the network, per clip, is read on them
+SHARED_KEYS = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight")
+MAX_NETWORK_GAIN = 4.0
+REST_QUANTILE = 0.1  # a clip's rest for the network's keys: this quantile of each key over the clip
+
+
+def fused_keys(refined: np.ndarray, network: np.ndarray) -> np.ndarray:
+    """(F, 52) ARKit keys of one clip: the refined capture's, with NETWORK_KEYS taken from the network's own keys
+    (F, 52), as motion from the clip's rest (REST_QUANTILE: the network reads an actor's rest face as a little of
+    these keys on every frame, cheekSquint and noseSneer 0.15 against the tracker's), scaled by the clip's gain (the
+    network reads a real face at a third to a half of its motion: the least squares slope of the refined
+    SHARED_KEYS' motion on the network's, through zero, within 1-MAX_NETWORK_GAIN)."""
+    shared = [ARKIT_NAMES.index(name) for name in SHARED_KEYS]
+    taken = [ARKIT_NAMES.index(name) for name in NETWORK_KEYS]
+    refined, network = np.asarray(refined, np.float64), np.asarray(network, np.float64)
+    motion = network - np.quantile(network, REST_QUANTILE, axis=0)
+    seen = refined[:, shared] - np.quantile(refined[:, shared], REST_QUANTILE, axis=0)
+    gain = np.clip((seen * motion[:, shared]).sum() / max((motion[:, shared] ** 2).sum(), 1e-12), 1.0,
+                   MAX_NETWORK_GAIN)
+    out = refined.astype(np.float32)
+    out[:, taken] = np.clip(gain * motion[:, taken], 0.0, 1.0)
+    return out
