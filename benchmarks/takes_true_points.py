@@ -4,8 +4,9 @@ The takes part of `serep eval real` renders real ARKit motion on held-out identi
 mediapipe's points (capture/refine.py), and on these renders it scores far below the network alone. Here the takes
 are scored again with one group of mediapipe's points (eyelids, brows, lips, or all three) replaced by the rendered
 mesh's own points at the same template vertices: the true mesh is placed on mediapipe's points by the refinement's
-similarity (its pose weights), and each replaced point keeps mediapipe's own constant offset from it over the video (its median),
-so only mediapipe's frame-to-frame reading of that group is replaced, not where it puts the points on a face.
+similarity (its pose weights), and each replaced point keeps mediapipe's own constant offset from it over the video
+(its median), so only mediapipe's frame-to-frame reading of that group is replaced, not where it puts the points on a
+face.
 `--axes y` replaces the points' image-plane height only.
 
 Per variant: the per-shape correlations of the ARKit weights with the take's (mean over the videos) and the regions'
