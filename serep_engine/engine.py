@@ -356,8 +356,9 @@ class Engine:
         fused_keys). The result keeps what a re-bake needs (`tune`): the raw codes, the target's
         code basis, the region maps."""
         found = tracked["face_found"]
+        tuning = Tuning(smoothing=options.smoothing, gaps=options.gaps)
         raw = fill_gaps(tracked["codes_raw"], found, options.gaps)
-        codes = tuned_codes(raw, found, tracked["fps"], Tuning(smoothing=options.smoothing, gaps=options.gaps))
+        codes = tuned_codes(raw, found, tracked["fps"], tuning)
         head_pose = fill_gaps(tracked["head_pose"], found, options.gaps)
         if progress is not None:
             progress(0, 1, "retargeting", 0.0)
@@ -370,8 +371,7 @@ class Engine:
         basis, weights, _ = compress(user_basis, codes, tolerance, options.max_keys)
         extra = {}
         if "arkit_weights" in tracked:
-            take_weights = tuned_codes(tracked["arkit_weights"], found, tracked["fps"],
-                                       Tuning(smoothing=options.smoothing, gaps=options.gaps))
+            take_weights = tuned_codes(tracked["arkit_weights"], found, tracked["fps"], tuning)
             extra = {"arkit_names": np.array(ARKIT_NAMES), "arkit_weights": np.clip(take_weights, 0.0, 1.0)}
         elif options.arkit:
             from serep_engine.retarget.arkit import GAZE, ARKitSolver, fused_keys
@@ -381,8 +381,7 @@ class Engine:
             gaze = None  # the eyes' turn is the tracker's (its irises), gaps filled and smoothed as the codes are
             if "tracker_blendshapes" in tracked:
                 columns = [BLENDSHAPE_NAMES.index(name) for name in GAZE]
-                gaze = tuned_codes(tracked["tracker_blendshapes"][:, columns], found,
-                                   tracked["fps"], Tuning(smoothing=options.smoothing, gaps=options.gaps))
+                gaze = tuned_codes(tracked["tracker_blendshapes"][:, columns], found, tracked["fps"], tuning)
 
             def keys(codes: np.ndarray) -> np.ndarray:
                 """A block of frames at a time: a long take's (F, 9409, 3) displacements would not fit in memory."""
@@ -393,7 +392,7 @@ class Engine:
             arkit = keys(codes)
             if "codes_network" in tracked:  # the keys the network reads better come from its own codes
                 network = tuned_codes(fill_gaps(tracked["codes_network"], found, options.gaps), found, tracked["fps"],
-                                      Tuning(smoothing=options.smoothing, gaps=options.gaps))
+                                      tuning)
                 arkit = fused_keys(arkit, keys(network))
             extra = {"arkit_names": np.array(solver.names), "arkit_weights": arkit}
         if "tracker_blendshapes" in tracked:
