@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from serep_engine.contract.arkit import ARKIT_NAMES
-from serep_engine.eval.takes import SHAPES, busiest_window, evaluate_takes
+from serep_engine.eval.takes import MOVES, SHAPES, busiest_window, evaluate_takes, score_video, summary
 from serep_engine.facemodel.expressions import ict_weights
 
 TAKES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "arkit_takes"
@@ -42,15 +42,33 @@ def test_arkit_weights_drive_their_ict_shapes_and_both_halves_of_a_split_one(fac
     assert weights.sum() == pytest.approx(2.1)  # nothing else moves
 
 
+def test_a_shape_is_scored_only_in_videos_whose_take_moves_it(face_model):
+    """A take whose jaw speaks and whose mouthLeft only jitters (std 0.01, as the real takes' resting keys do): the
+    jaw is scored, mouthLeft is not (None, no video), and a method that misses the jaw scores 0 on it."""
+    rng = np.random.default_rng(0)
+    arkit = np.zeros((90, 52), np.float32)
+    jaw, left = ARKIT_NAMES.index("jawOpen"), ARKIT_NAMES.index("mouthLeft")
+    arkit[:, jaw] = 0.4 + 0.4 * np.sin(np.linspace(0, 9, 90))
+    arkit[:, left] = 0.02 + 0.01 * rng.standard_normal(90)
+    assert arkit[:, jaw].std() >= MOVES > arkit[:, left].std()
+    meshes = np.repeat(face_model.face_neutral[None], 90, axis=0)
+    corrs, errors = {}, {}
+    score_video(face_model, meshes, arkit, meshes, arkit, corrs, errors)  # a perfect reading
+    score_video(face_model, meshes, np.zeros_like(arkit), meshes, arkit, corrs, errors)  # one that reads nothing
+    result = summary(corrs, errors)
+    assert result["shapes"]["jawOpen"] == pytest.approx(0.5) and result["shape_videos"]["jawOpen"] == 2
+    assert result["shapes"]["mouthLeft"] is None and result["shape_videos"]["mouthLeft"] == 0
+
+
 @pytest.mark.slow
 def test_the_takes_part_on_a_short_real_take(face_model, tmp_path):
-    """The first 160 rows of a real take (rendered from five views, cached) and a CSV that is not a take: one take
+    """160 rows of a real take where it moves (rendered from five views, cached) and a CSV that is not a take: one take
     is scored, the other skipped; the neutral method moves no shape (correlation 0 for every shape the take moves)
     and misses the take's expressions by millimetres."""
     if not TAKES.is_dir():
         pytest.skip("the real ARKit takes are not in ../shared/data")
     lines = (TAKES / "facial.csv").read_text().splitlines()
-    (tmp_path / "short.csv").write_text("\n".join(lines[:161]) + "\n")
+    (tmp_path / "short.csv").write_text("\n".join(lines[:1] + lines[401:561]) + "\n")  # its first rows rest
     (tmp_path / "notes.csv").write_text("not,a,take\n1,2,3\n")
     result = evaluate_takes(face_model, ["neutral"], tmp_path)["neutral"]
     assert result["n"] == 1

@@ -5,7 +5,8 @@ shapes move most; its 52 ARKit curves drive ICT's expression shapes (split halve
 deformation-transferred onto a held-out identity, EVAL_SEEDS from SEED_OFFSET), rendered from SynthREX's five views
 by the same renderer (eval/synthrex.py: render_views). Each method's ARKit weights (mediapipe's own scores for
 `mediapipe_blendshapes`; the ARKit solve of the decoded mesh for the others) against the take's: per listed shape
-the Pearson correlation per video, the mean over videos; and the SynthREX region errors (mm) of the decoded meshes.
+the Pearson correlation per video, the mean over the videos whose take moves that shape (MOVES), with how many; and
+the SynthREX region errors (mm) of the decoded meshes.
 No take is trained on: every take scored here is held out.
 
 Renders are cached per take (a digest of the file, the window and the identity's seed) in
@@ -30,6 +31,10 @@ WINDOW = 150
 SEED_OFFSET = 300_000
 SHAPES = ("eyeBlinkLeft", "eyeBlinkRight", "jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthFunnel",
           "mouthPucker", "browInnerUp", "browDownLeft", "browDownRight", "mouthLeft", "mouthRight")
+# A shape is scored in a video only where the take moves it: its curve's standard deviation over the window at least
+# this. A key at rest jitters by 0.002-0.02 in the four takes here (mouthLeft's largest twitch, 0.17 for a few frames,
+# is 0.015), and a correlation with that measures the sensor's noise, not the method.
+MOVES = 0.05
 
 
 def default_takes() -> Path:
@@ -153,7 +158,8 @@ def take_meshes(face_model: ICTModel, take: dict) -> tuple[np.ndarray, np.ndarra
 def score_video(face_model: ICTModel, meshes: np.ndarray, weights: np.ndarray, truth: np.ndarray, arkit: np.ndarray,
                 corrs: dict[str, list], errors: dict[str, list]) -> None:
     """Adds one video's scores: per listed shape the correlation of the method's ARKit `weights` with the take's
-    `arkit` (0 where the take moves the shape and the method does not; none where the take does not move it), and
+    `arkit` (0 where the take moves the shape and the method does not; none where the take does not move it:
+    MOVES), and
     per region the errors of its `meshes` against the `truth`."""
     from serep_engine.eval.protocol import region_errors_mm
 
@@ -162,13 +168,15 @@ def score_video(face_model: ICTModel, meshes: np.ndarray, weights: np.ndarray, t
     for shape in SHAPES:
         column = ARKIT_NAMES.index(shape)
         a, b = weights[:, column], arkit[:, column]
-        if b.std() > 1e-6:
+        if b.std() >= MOVES:
             corrs.setdefault(shape, []).append(float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 else 0.0)
 
 
 def summary(corrs: dict[str, list], errors: dict[str, list]) -> dict:
-    """{"shapes": {shape: mean corr or None}, "regions_mm": {...}} of the videos `score_video` scored."""
+    """{"shapes": {shape: mean corr or None}, "shape_videos": {shape: how many videos}, "regions_mm": {...}} of the
+    videos `score_video` scored."""
     from serep_engine.eval.protocol import summarise
 
     return {"shapes": {s: round(float(np.mean(corrs[s])), 4) if corrs.get(s) else None for s in SHAPES},
+            "shape_videos": {s: len(corrs.get(s, ())) for s in SHAPES},
             "regions_mm": summarise({r: np.concatenate(v) for r, v in errors.items()})}
