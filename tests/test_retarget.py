@@ -163,8 +163,8 @@ def test_gaze_is_never_read_off_the_lids(face_model):
 def test_the_keys_the_network_reads_better_come_from_its_own_codes():
     """NETWORK_KEYS are the network's keys as motion from the clip's rest (their low quantile), scaled by how much
     more the refinement moves the keys both read well (a real face: two to three times), within 1-4 and the keys'
-    [0, 1]; every other key is the refinement's."""
-    from serep_engine.retarget.arkit import NETWORK_KEYS, REST_QUANTILE, SHARED_KEYS, fused_keys
+    [0, 1]; the keys that are neither taken nor averaged are the refinement's."""
+    from serep_engine.retarget.arkit import AVERAGED_KEYS, NETWORK_KEYS, REST_QUANTILE, SHARED_KEYS, fused_keys
 
     rng = np.random.default_rng(3)
     refined, network = rng.uniform(0, 0.5, (2, 40, 52)).astype(np.float32)
@@ -176,7 +176,7 @@ def test_the_keys_the_network_reads_better_come_from_its_own_codes():
     fused = fused_keys(refined, network)
     np.testing.assert_allclose(fused[:, taken], np.clip(2.5 * (network - rest)[:, taken], 0, 1), atol=1e-5)
     assert fused[:, taken].min() == 0.0 and fused[:, taken].max() == 1.0  # below the rest, and 2.5 x up to 0.5
-    others = np.setdiff1d(np.arange(52), taken)
+    others = np.setdiff1d(np.arange(52), taken + [ARKIT_NAMES.index(name) for name in AVERAGED_KEYS])
     np.testing.assert_array_equal(fused[:, others], refined[:, others])
     refined[:, shared] *= 0.1  # never scaled down
     np.testing.assert_allclose(fused_keys(refined, network)[:, taken], np.clip((network - rest)[:, taken], 0, 1),
@@ -184,6 +184,39 @@ def test_the_keys_the_network_reads_better_come_from_its_own_codes():
     refined[:, shared] *= 40.0  # 10 times: scaled up 4 times at most
     np.testing.assert_allclose(fused_keys(refined, network)[:, taken],
                                np.clip(4.0 * (network - rest)[:, taken], 0, 1), atol=1e-5)
+
+
+def test_the_keys_both_read_are_the_mean_of_both_motions_at_the_refinement_s_size():
+    """AVERAGED_KEYS: where the network sees the same motion at a third of the size, the average is the
+    refinement's key; where the network's motion differs, the average lies halfway (the network's scaled to the
+    refinement's spread); a key the network does not move at all keeps half the refinement's motion on its rest.
+    The blinks are the refinement's (the network misses winks)."""
+    from serep_engine.retarget.arkit import AVERAGED_KEYS, REST_QUANTILE, fused_keys
+
+    rng = np.random.default_rng(4)
+    frames = 60
+    jaw, smile, brow = (ARKIT_NAMES.index(name) for name in ("jawOpen", "mouthSmileLeft", "browInnerUp"))
+    assert {"jawOpen", "mouthSmileLeft", "browInnerUp"} <= set(AVERAGED_KEYS) and "eyeBlinkLeft" not in AVERAGED_KEYS
+    refined = np.full((frames, 52), 0.05, np.float32)
+    network = np.full((frames, 52), 0.02, np.float32)
+    speech = 0.6 * np.sin(np.linspace(0, 8, frames)) ** 2
+    refined[:, jaw] += speech
+    network[:, jaw] += speech / 3  # the same motion, read at a third
+    refined[:, smile] += speech
+    other = 0.2 * rng.uniform(0, 1, frames)
+    network[:, smile] += other  # a different reading of it
+    refined[:, brow] += speech  # a motion the network does not see
+    fused = fused_keys(refined, network)
+    np.testing.assert_allclose(fused[:, jaw], refined[:, jaw], atol=1e-5)
+    rest = np.quantile(refined[:, smile], REST_QUANTILE)
+    scaled = (other - np.quantile(other, REST_QUANTILE)) * speech.std() / other.std()
+    np.testing.assert_allclose(fused[:, smile], np.clip(rest + (refined[:, smile] - rest + scaled) / 2, 0, 1),
+                               atol=1e-5)
+    rest = np.quantile(refined[:, brow], REST_QUANTILE)
+    np.testing.assert_allclose(fused[:, brow], rest + (refined[:, brow] - rest) / 2, atol=1e-5)
+    blink = ARKIT_NAMES.index("eyeBlinkLeft")
+    refined[:, blink] += speech  # a wink the network does not see stays whole
+    np.testing.assert_array_equal(fused_keys(refined, network)[:, blink], refined[:, blink])
 
 
 def _result_with_arkit(tmp_path):
