@@ -32,7 +32,7 @@ SEED_OFFSET = 300_000
 SHAPES = ("eyeBlinkLeft", "eyeBlinkRight", "jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthFunnel",
           "mouthPucker", "browInnerUp", "browDownLeft", "browDownRight", "mouthLeft", "mouthRight")
 # A shape is scored in a video only where the take moves it: its curve's standard deviation over the window at least
-# this. A key at rest jitters by 0.002-0.02 in the four takes here (mouthLeft's largest twitch, 0.17 for a few frames,
+# this. A key at rest jitters by 0.002-0.022 in the four takes here (mouthLeft's largest twitch, 0.17 for a few frames,
 # is 0.015), and a correlation with that measures the sensor's noise, not the method.
 MOVES = 0.05
 
@@ -159,8 +159,7 @@ def score_video(face_model: ICTModel, meshes: np.ndarray, weights: np.ndarray, t
                 corrs: dict[str, list], errors: dict[str, list]) -> None:
     """Adds one video's scores: per listed shape the correlation of the method's ARKit `weights` with the take's
     `arkit` (0 where the take moves the shape and the method does not; none where the take does not move it:
-    MOVES), and
-    per region the errors of its `meshes` against the `truth`."""
+    MOVES), and per region the errors of its `meshes` against the `truth`."""
     from serep_engine.eval.protocol import region_errors_mm
 
     for region, values in region_errors_mm(face_model, meshes, truth).items():
