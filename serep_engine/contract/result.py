@@ -61,7 +61,7 @@ class CaptureResult:
 
     def __post_init__(self):
         self.frames = np.asarray(self.frames, np.int64)
-        self.fps = float(self.fps)
+        self.fps = float(np.asarray(self.fps).reshape(()))  # a (1,) array read back from a file is one number too
         self.face_found = np.asarray(self.face_found, bool)
         self.codes = np.asarray(self.codes, np.float32)
         self.head_pose = np.asarray(self.head_pose, np.float32)
