@@ -66,7 +66,8 @@ def main() -> int:
         tracked = track_clip(clip, args.frames)
         if len(tracked["measures"]) < 20:
             continue
-        codes, found, basis, _ = codes_of(tracked["frames"], neutral)
+        captured = codes_of(tracked["frames"], neutral)
+        codes, found, basis = captured["codes"], captured["found"], captured["basis"]
         codes = fill_gaps(codes, found)
         observed = {measure: (v := np.array([m[measure] for m in tracked["measures"]])) - np.median(v)
                     for measure in MEASURES}

@@ -352,9 +352,9 @@ class Engine:
                  progress: ProgressFn | None = None) -> CaptureResult:
         """Fill gaps, smooth, decode onto the fitted target (None: the template) and compress into a shape-key
         basis. ARKit weights in `tracked` (a take's) are kept, gaps filled and smoothed; else `options.arkit` solves
-        them from the smoothed codes (those the network reads better from its own codes: retarget/arkit.py,
-        fused_keys). The result keeps what a re-bake needs (`tune`): the raw codes, the target's
-        code basis, the region maps."""
+        them from the smoothed codes, with the network's own codes and the tracker's scores as second readings of
+        some keys (retarget/arkit.py: fused_keys). The result keeps what a re-bake needs (`tune`): the raw codes, the
+        target's code basis, the region maps."""
         found = tracked["face_found"]
         tuning = Tuning(smoothing=options.smoothing, gaps=options.gaps)
         raw = fill_gaps(tracked["codes_raw"], found, options.gaps)
@@ -374,14 +374,14 @@ class Engine:
             take_weights = tuned_codes(tracked["arkit_weights"], found, tracked["fps"], tuning)
             extra = {"arkit_names": np.array(ARKIT_NAMES), "arkit_weights": np.clip(take_weights, 0.0, 1.0)}
         elif options.arkit:
-            from serep_engine.retarget.arkit import GAZE, ARKitSolver, fused_keys
+            from serep_engine.retarget.arkit import ARKitSolver, fused_keys, tracker_keys
 
             neutral = self.face_model.face_neutral if registration is None else registration.neutral
             solver = ARKitSolver(self.face_model, neutral)
-            gaze = None  # the eyes' turn is the tracker's (its irises), gaps filled and smoothed as the codes are
+            gaze = tracker = None  # the tracker's scores, gaps filled and smoothed as the codes are
             if "tracker_blendshapes" in tracked:
-                columns = [BLENDSHAPE_NAMES.index(name) for name in GAZE]
-                gaze = tuned_codes(tracked["tracker_blendshapes"][:, columns], found, tracked["fps"], tuning)
+                tracker = tuned_codes(tracker_keys(tracked["tracker_blendshapes"]), found, tracked["fps"], tuning)
+                gaze = tracker[:, solver.gaze]  # the eyes' turn is the tracker's (its irises)
 
             def keys(codes: np.ndarray) -> np.ndarray:
                 """A block of frames at a time: a long take's (F, 9409, 3) displacements would not fit in memory."""
@@ -393,7 +393,7 @@ class Engine:
             if "codes_network" in tracked:  # the keys the network reads better come from its own codes
                 network = tuned_codes(fill_gaps(tracked["codes_network"], found, options.gaps), found, tracked["fps"],
                                       tuning)
-                arkit = fused_keys(arkit, keys(network))
+                arkit = fused_keys(arkit, keys(network), tracker)
             extra = {"arkit_names": np.array(solver.names), "arkit_weights": arkit}
         if "tracker_blendshapes" in tracked:
             extra.update(tracker_blendshapes=tracked["tracker_blendshapes"],

@@ -219,6 +219,36 @@ def test_the_keys_both_read_are_the_mean_of_both_motions_at_the_refinement_s_siz
     np.testing.assert_array_equal(fused_keys(refined, network)[:, blink], refined[:, blink])
 
 
+def test_the_blinks_second_reading_is_the_tracker_s_own_scores():
+    """TRACKER_KEYS (the blinks) are the mean of the refinement's and the tracker's motion, the tracker's scaled to the
+    refinement's size: a tracker that reads the same blinks and wink at half their size leaves the refinement's
+    keys, one that reads a different closing moves them halfway; without the tracker's scores the blinks are the
+    refinement's. `tracker_keys` puts the tracker's scores in ARKit order (tongueOut, which it lacks, 0)."""
+    from serep_engine.retarget.arkit import TRACKER_KEYS, fused_keys, mean_motion, tracker_keys
+    from serep_engine.track.tracking import BLENDSHAPE_NAMES
+
+    frames = 60
+    blinks = [ARKIT_NAMES.index(name) for name in TRACKER_KEYS]
+    assert TRACKER_KEYS == ("eyeBlinkLeft", "eyeBlinkRight")
+    refined = np.full((frames, 52), 0.05, np.float32)
+    network = np.full((frames, 52), 0.02, np.float32)
+    refined[20:26, blinks] += 0.9  # a blink
+    refined[40:50, blinks[0]] += 0.8  # a left wink (which the network does not see)
+    tracker = np.zeros((frames, 52), np.float32)
+    tracker[:, blinks] = 0.1 + (refined[:, blinks] - 0.05) / 2  # the same, at half the size
+    np.testing.assert_allclose(fused_keys(refined, network, tracker)[:, blinks], refined[:, blinks], atol=1e-5)
+    np.testing.assert_array_equal(fused_keys(refined, network)[:, blinks], refined[:, blinks])
+    other = tracker.copy()
+    other[30:36, blinks] += 0.3  # a closing the refinement does not read
+    fused = fused_keys(refined, network, other)[:, blinks]
+    np.testing.assert_allclose(fused, mean_motion(refined[:, blinks].astype(np.float64), other[:, blinks]), atol=1e-6)
+    assert 0.05 < fused[33, 0] < 0.05 + 0.9 * 0.3 * 2 and fused[45, 0] > 0.6 and fused[45, 1] < 0.1  # wink kept
+    scores = np.arange(2 * len(BLENDSHAPE_NAMES), dtype=np.float32).reshape(2, -1)
+    keys = tracker_keys(scores)
+    assert keys[1, ARKIT_NAMES.index("jawOpen")] == scores[1, BLENDSHAPE_NAMES.index("jawOpen")]
+    assert keys[:, ARKIT_NAMES.index("tongueOut")].tolist() == [0.0, 0.0]
+
+
 def _result_with_arkit(tmp_path):
     from serep_engine.contract.result import CaptureResult
 

@@ -74,8 +74,8 @@ def landmark_fit_method(face_model: ICTModel, regularisation: float = 0.2, itera
 
 class SerepMethod:
     """The SEREP capture as the product runs it: `serep_codes` (below), then gap filling and smoothing, then D_mesh
-    decodes the codes onto the subject's neutral. `keys` also gives its ARKit keys as the product solves them (the
-    keys the network reads better from its own codes: retarget/arkit.py, fused_keys)."""
+    decodes the codes onto the subject's neutral. `keys` also gives its ARKit keys as the product solves them (with
+    the network's codes and the tracker's scores as second readings of some keys: retarget/arkit.py, fused_keys)."""
 
     def __init__(self, face_model: ICTModel, capture_model=None, smoothing: float = 1.0, mirror_average: bool = True,
                  follow_landmarks: bool = True):
@@ -84,32 +84,38 @@ class SerepMethod:
         self.follow_landmarks = follow_landmarks
 
     def __call__(self, frames: np.ndarray, neutral: np.ndarray) -> np.ndarray:
-        codes, found, basis, _ = self.codes_of(frames, neutral)
-        return self._decoded(codes, found, basis, neutral)
+        captured = self.codes_of(frames, neutral)
+        return self._decoded(captured["codes"], captured["found"], captured["basis"], neutral)
 
     def keys(self, frames: np.ndarray, neutral: np.ndarray, solver) -> tuple[np.ndarray, np.ndarray]:
         """The meshes (F, V, 3) and their ARKit keys (F, 52) by `solver` (retarget/arkit.py: ARKitSolver)."""
-        from serep_engine.retarget.arkit import fused_keys
+        from serep_engine.retarget.arkit import fused_keys, tracker_keys
 
-        codes, found, basis, network = self.codes_of(frames, neutral)
-        meshes = self._decoded(codes, found, basis, neutral)
+        captured = self.codes_of(frames, neutral)
+        found, basis = captured["found"], captured["basis"]
+        meshes = self._decoded(captured["codes"], found, basis, neutral)
         keys = solver.solve(meshes - neutral)
         if self.follow_landmarks:
-            keys = fused_keys(keys, solver.solve(self._decoded(network, found, basis, neutral) - neutral))
+            network = solver.solve(self._decoded(captured["network"], found, basis, neutral) - neutral)
+            keys = fused_keys(keys, network, self._smoothed(tracker_keys(captured["scores"]), found))
         return meshes, keys
 
-    def _decoded(self, codes: np.ndarray, found: np.ndarray, basis: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+    def _smoothed(self, values: np.ndarray, found: np.ndarray) -> np.ndarray:
+        """Gaps filled and smoothed as the product does (a 30 fps clip)."""
         from serep_engine.track.filters import fill_gaps, smooth_codes
 
-        codes = smooth_codes(fill_gaps(codes, found), 30.0, self.smoothing, found)
-        return neutral[None] + np.tensordot(codes, basis, axes=1)
+        return smooth_codes(fill_gaps(values, found), 30.0, self.smoothing, found)
+
+    def _decoded(self, codes: np.ndarray, found: np.ndarray, basis: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+        return neutral[None] + np.tensordot(self._smoothed(codes, found), basis, axes=1)
 
 
 def serep_codes(face_model: ICTModel, capture_model=None, mirror_average: bool = True, follow_landmarks: bool = True):
-    """`codes_of(frames, neutral)` -> the capture's per-frame codes before smoothing (F, D) (NaN without a face),
-    found (F,), the code basis on `neutral`, and the network's own codes (F, D): the front end, the network's codes
-    (each crop averaged with its mirror image unless `mirror_average` is off), refined against the landmarks on the
-    subject's neutral (`follow_landmarks`), a clip's with the actor's rest taken off (`refined_codes`)."""
+    """`codes_of(frames, neutral)` -> {"codes": the capture's per-frame codes before smoothing (F, D) (NaN without a
+    face), "found" (F,), "basis": the code basis on `neutral`, "network": the network's own codes (F, D), "scores":
+    the tracker's blendshape scores (F, 52)}: the front end, the network's codes (each crop averaged with its mirror
+    image unless `mirror_average` is off), refined against the landmarks on the subject's neutral
+    (`follow_landmarks`), a clip's with the actor's rest taken off (`refined_codes`)."""
     import torch
 
     from serep_engine.capture.model import CaptureModel
@@ -118,12 +124,13 @@ def serep_codes(face_model: ICTModel, capture_model=None, mirror_average: bool =
     capture_model = capture_model or CaptureModel.from_pretrained("auto")
     expression_model = ExpressionModel.from_pretrained("cpu", face_model)
 
-    def codes_of(frames: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def codes_of(frames: np.ndarray, neutral: np.ndarray) -> dict[str, np.ndarray]:
         tracked = network_codes(capture_model, frames, mirror_average)
         with torch.no_grad():
             basis = expression_model.identity_basis(neutral).numpy()
         codes = refined_codes(face_model, basis, neutral, tracked) if follow_landmarks else tracked["codes"]
-        return codes, tracked["found"], basis, tracked["codes"]
+        return {"codes": codes, "found": tracked["found"], "basis": basis, "network": tracked["codes"],
+                "scores": tracked["scores"]}
 
     return codes_of
 

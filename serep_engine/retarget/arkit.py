@@ -115,33 +115,61 @@ SHARED_KEYS = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mo
 # reads, and averaging halves them.
 AVERAGED_KEYS = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "browInnerUp", "mouthLeft", "mouthRight",
                  "eyeWideLeft", "eyeWideRight")
+# The blinks' second reading is the tracker's own (the Face Landmarker's blink scores, which the result keeps): it sees
+# winks (liveportrait_d3's left wink, frame 14: 0.52 / 0.11) where the network does not. Averaged the same way (its
+# motion scaled to the refinement's size: it reads a shut eye at 0.5-0.8), the blinks follow the clips' eye openings
+# (the benchmark's measure from mediapipe's points; development script) at 0.91 / 0.90 against 0.83 / 0.82 refined,
+# winks keep their side on all 33 wink frames (magnitude 1.35 of the tracker's asymmetry, refined 1.23), and the
+# held-out takes read 0.74 / 0.70 against 0.69 / 0.65 (the tracker alone 0.72 / 0.66).
+TRACKER_KEYS = ("eyeBlinkLeft", "eyeBlinkRight")
 MAX_NETWORK_GAIN = 4.0
 REST_QUANTILE = 0.1  # a clip's rest for the network's keys: this quantile of each key over the clip
 
 
-def fused_keys(refined: np.ndarray, network: np.ndarray) -> np.ndarray:
-    """(F, 52) ARKit keys of one clip from the refined capture's and the network's own keys (F, 52).
+def fused_keys(refined: np.ndarray, network: np.ndarray, tracker: np.ndarray | None = None) -> np.ndarray:
+    """(F, 52) ARKit keys of one clip from the refined capture's, the network's own (F, 52) and, if known, the
+    tracker's scores in ARKIT_NAMES order (F, 52; `tracker_keys`).
 
     NETWORK_KEYS are the network's, as motion from the clip's rest (REST_QUANTILE: the network reads a little of
     these keys into a face at rest; taken as they are, mouthFrown sat 0.16 above the tracker's on average over the
     real clips, funnel 0.09; from the rest 0.04 and 0.04), scaled by the clip's gain (the network reads a real face
     at a third to a half of its motion: the least squares slope of the refined SHARED_KEYS' motion on the
-    network's, through zero, within 1-MAX_NETWORK_GAIN). AVERAGED_KEYS are the mean of both motions on the refined
-    key's rest, the network's scaled per key to the refinement's (the ratio of their standard deviations over the
-    clip, within 1-MAX_NETWORK_GAIN), so the average keeps the refinement's size. The rest are the refinement's."""
+    network's, through zero, within 1-MAX_NETWORK_GAIN). AVERAGED_KEYS are the mean of the refined and the network's
+    motion, TRACKER_KEYS of the refined and the tracker's (`mean_motion`). The rest are the refinement's."""
     shared = [ARKIT_NAMES.index(name) for name in SHARED_KEYS]
     taken = [ARKIT_NAMES.index(name) for name in NETWORK_KEYS]
-    averaged = [ARKIT_NAMES.index(name) for name in AVERAGED_KEYS]
     refined, network = np.asarray(refined, np.float64), np.asarray(network, np.float64)
     motion = network - np.quantile(network, REST_QUANTILE, axis=0)
-    refined_rest = np.quantile(refined, REST_QUANTILE, axis=0)
-    seen = refined - refined_rest
-    gain = np.clip((seen[:, shared] * motion[:, shared]).sum() / max((motion[:, shared] ** 2).sum(), 1e-12), 1.0,
+    seen = refined[:, shared] - np.quantile(refined[:, shared], REST_QUANTILE, axis=0)
+    gain = np.clip((seen * motion[:, shared]).sum() / max((motion[:, shared] ** 2).sum(), 1e-12), 1.0,
                    MAX_NETWORK_GAIN)
-    key_gain = np.clip(seen[:, averaged].std(0) / np.maximum(motion[:, averaged].std(0), 1e-12), 1.0,
-                       MAX_NETWORK_GAIN)
     out = refined.astype(np.float32)
     out[:, taken] = np.clip(gain * motion[:, taken], 0.0, 1.0)
-    out[:, averaged] = np.clip(refined_rest[averaged] + (seen[:, averaged] + key_gain * motion[:, averaged]) / 2,
-                               0.0, 1.0)
+    averaged = [ARKIT_NAMES.index(name) for name in AVERAGED_KEYS]
+    out[:, averaged] = mean_motion(refined[:, averaged], network[:, averaged])
+    if tracker is not None:
+        blinks = [ARKIT_NAMES.index(name) for name in TRACKER_KEYS]
+        out[:, blinks] = mean_motion(refined[:, blinks], np.asarray(tracker, np.float64)[:, blinks])
+    return out
+
+
+def mean_motion(refined: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """(F, K) keys from two readings of them (F, K): the mean of their motions from the clip's rest (REST_QUANTILE),
+    the other's scaled per key to the refinement's size (the ratio of their standard deviations over the clip,
+    within 1-MAX_NETWORK_GAIN), on the refined key's rest, in [0, 1]."""
+    rest = np.quantile(refined, REST_QUANTILE, axis=0)
+    seen = refined - rest
+    motion = other - np.quantile(other, REST_QUANTILE, axis=0)
+    scale = np.clip(seen.std(0) / np.maximum(motion.std(0), 1e-12), 1.0, MAX_NETWORK_GAIN)
+    return np.clip(rest + (seen + scale * motion) / 2, 0.0, 1.0)
+
+
+def tracker_keys(blendshapes: np.ndarray) -> np.ndarray:
+    """(F, 52) the tracker's scores (F, len(BLENDSHAPE_NAMES)) in ARKIT_NAMES order (tongueOut, which it lacks, 0)."""
+    from serep_engine.track.tracking import BLENDSHAPE_NAMES
+
+    out = np.zeros((len(blendshapes), len(ARKIT_NAMES)), np.float32)
+    for column, name in enumerate(ARKIT_NAMES):
+        if name in BLENDSHAPE_NAMES:
+            out[:, column] = np.asarray(blendshapes)[:, BLENDSHAPE_NAMES.index(name)]
     return out
