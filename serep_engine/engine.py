@@ -390,10 +390,9 @@ class Engine:
                                        for first in range(0, len(codes), 256)])
 
             arkit = keys(codes)
-            if "codes_network" in tracked:  # the keys the network reads better come from its own codes
-                network = tuned_codes(fill_gaps(tracked["codes_network"], found, options.gaps), found, tracked["fps"],
-                                      tuning)
-                arkit = fused_keys(arkit, keys(network), tracker)
+            if "codes_network" in tracked:  # second readings: the network's own codes' keys, the tracker's scores
+                arkit = fused_keys(arkit, keys(tuned_codes(tracked["codes_network"], found, tracked["fps"], tuning)),
+                                   tracker)
             extra = {"arkit_names": np.array(solver.names), "arkit_weights": arkit}
         if "tracker_blendshapes" in tracked:
             extra.update(tracker_blendshapes=tracked["tracker_blendshapes"],
