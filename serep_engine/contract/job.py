@@ -85,7 +85,12 @@ JobOptions.__doc__ = "The capture options of one job (see CAPTURE_OPTIONS), defa
 
 
 class JobFileError(ValueError):
-    """A job file that is missing, not JSON, or not what the schema says."""
+    """A job file that is missing, not JSON, or not what the schema says. Its message is one line (the CLI and the
+    add-on show it as one): a line break inside a path or value it quotes is shown escaped (found by the fuzz test:
+    a clip path ending in a newline)."""
+
+    def __init__(self, message: str):
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 @dataclass
