@@ -374,14 +374,15 @@ class Engine:
             take_weights = tuned_codes(tracked["arkit_weights"], found, tracked["fps"], tuning)
             extra = {"arkit_names": np.array(ARKIT_NAMES), "arkit_weights": np.clip(take_weights, 0.0, 1.0)}
         elif options.arkit:
-            from serep_engine.retarget.arkit import ARKitSolver, fused_keys, tracker_keys
+            from serep_engine.retarget.arkit import ARKitSolver, fused_keys, head_yaw, tracker_keys
 
             neutral = self.face_model.face_neutral if registration is None else registration.neutral
             solver = ARKitSolver(self.face_model, neutral)
-            gaze = tracker = None  # the tracker's scores, gaps filled and smoothed as the codes are
+            gaze = tracker = yaw = None  # the tracker's scores and head turn, gaps filled and smoothed as the codes are
             if "tracker_blendshapes" in tracked:
                 tracker = tuned_codes(tracker_keys(tracked["tracker_blendshapes"]), found, tracked["fps"], tuning)
                 gaze = tracker[:, solver.gaze]  # the eyes' turn is the tracker's (its irises)
+                yaw = tuned_codes(head_yaw(tracked["tracker_matrix"])[:, None], found, tracked["fps"], tuning)[:, 0]
 
             def keys(codes: np.ndarray) -> np.ndarray:
                 """A block of frames at a time: a long take's (F, 9409, 3) displacements would not fit in memory."""
@@ -392,7 +393,7 @@ class Engine:
             arkit = keys(codes)
             if "codes_network" in tracked:  # second readings: the network's own codes' keys, the tracker's scores
                 arkit = fused_keys(arkit, keys(tuned_codes(tracked["codes_network"], found, tracked["fps"], tuning)),
-                                   tracker)
+                                   tracker, yaw)
             extra = {"arkit_names": np.array(solver.names), "arkit_weights": arkit}
         if "tracker_blendshapes" in tracked:
             extra.update(tracker_blendshapes=tracked["tracker_blendshapes"],

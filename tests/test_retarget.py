@@ -161,16 +161,18 @@ def test_gaze_is_never_read_off_the_lids(face_model):
 
 
 def test_the_keys_the_network_reads_better_come_from_its_own_codes():
-    """NETWORK_KEYS are the network's keys as motion from the clip's rest (their low quantile), scaled by how much
-    more the refinement moves the keys both read well (a real face: two to three times), within 1-4 and the keys'
-    [0, 1]; the keys that are neither taken nor averaged are the refinement's."""
-    from serep_engine.retarget.arkit import AVERAGED_KEYS, NETWORK_KEYS, REST_QUANTILE, SHARED_KEYS, fused_keys
+    """NETWORK_KEYS (and BROW_DOWN_KEYS, without the tracker's scores) are the network's keys as motion from the
+    clip's rest (their low quantile), scaled by how much more the refinement moves the keys both read well (a real
+    face: two to three times), within 1-4 and the keys' [0, 1]; the keys that are neither taken nor averaged are the
+    refinement's."""
+    from serep_engine.retarget.arkit import (AVERAGED_KEYS, BROW_DOWN_KEYS, NETWORK_KEYS, REST_QUANTILE, SHARED_KEYS,
+                                             fused_keys)
 
     rng = np.random.default_rng(3)
     refined, network = rng.uniform(0, 0.5, (2, 40, 52)).astype(np.float32)
     network += 0.1  # the network's rest: a little of every key on every frame
     shared = [ARKIT_NAMES.index(name) for name in SHARED_KEYS]
-    taken = [ARKIT_NAMES.index(name) for name in NETWORK_KEYS]
+    taken = [ARKIT_NAMES.index(name) for name in NETWORK_KEYS + BROW_DOWN_KEYS]
     rest = np.quantile(network, REST_QUANTILE, axis=0)
     refined[:, shared] = 2.5 * (network[:, shared] - rest[shared])  # the refinement sees 2.5 times the motion
     fused = fused_keys(refined, network)
@@ -247,6 +249,68 @@ def test_the_blinks_second_reading_is_the_tracker_s_own_scores():
     keys = tracker_keys(scores)
     assert keys[1, ARKIT_NAMES.index("jawOpen")] == scores[1, BLENDSHAPE_NAMES.index("jawOpen")]
     assert keys[:, ARKIT_NAMES.index("tongueOut")].tolist() == [0.0, 0.0]
+
+
+def test_brow_down_is_the_network_s_reading_averaged_with_the_tracker_s():
+    """BROW_DOWN_KEYS: the network's reading (as NETWORK_KEYS: its motion at the clip's gain), averaged with the
+    tracker's scores when known (`mean_motion`, the network's reading first): a tracker reading the same frown larger
+    adds half its motion, a frown only the tracker reads shows, a side the tracker reads flat keeps half the network's
+    motion."""
+    from serep_engine.retarget.arkit import BROW_DOWN_KEYS, REST_QUANTILE, fused_keys, mean_motion
+
+    frames = 60
+    brows = [ARKIT_NAMES.index(name) for name in BROW_DOWN_KEYS]
+    refined = np.full((frames, 52), 0.2, np.float32)  # the refinement's browDown is not used
+    network = np.full((frames, 52), 0.02, np.float32)
+    frown = 0.3 * np.sin(np.linspace(0, 6, frames)) ** 2
+    network[:, brows] += frown[:, None]
+    alone = fused_keys(refined, network)[:, brows]
+    rest = np.quantile(network[:, brows], REST_QUANTILE, axis=0)
+    np.testing.assert_allclose(alone, np.clip(network[:, brows] - rest, 0, 1), atol=1e-5)  # gain 1: no shared motion
+    tracker = np.zeros((frames, 52), np.float32)
+    tracker[:, brows] = 2 * frown[:, None]  # the same frown, larger: the tracker's motion is not scaled down
+    np.testing.assert_allclose(fused_keys(refined, network, tracker)[:, brows], 1.5 * alone, atol=1e-4)
+    tracker[:, brows] = 0.0
+    tracker[40:46, brows[0]] = 0.5  # a frown only the tracker reads
+    fused = fused_keys(refined, network, tracker)[:, brows]
+    np.testing.assert_allclose(fused, mean_motion(alone.astype(np.float64), tracker[:, brows]), atol=1e-6)
+    assert fused[42, 0] > alone[42, 0] + 0.1  # the tracker's frown shows
+    low = np.quantile(alone[:, 1], REST_QUANTILE)
+    np.testing.assert_allclose(fused[:, 1], low + (alone[:, 1] - low) / 2, atol=1e-6)  # a side it reads flat: halved
+
+
+def test_a_turned_head_s_far_side_is_read_from_its_near_side():
+    """`far_side_from_near`: frontal or up to FAR_SIDE_FROM_DEG the keys are untouched; turned FAR_SIDE_HIDDEN_DEG (or
+    more) the far side's keys of every left-right pair are the near side's (negative yaw: the face's left is near),
+    halfway in between; mouthLeft / mouthRight (a direction, not a side) and the gaze are never mirrored; NaN yaw is
+    frontal. `head_yaw` reads the turn from the tracker's matrices."""
+    from serep_engine.retarget.arkit import (FAR_SIDE_FROM_DEG, FAR_SIDE_HIDDEN_DEG, SIDE_PAIRS, far_side_from_near,
+                                             fused_keys, head_yaw)
+
+    rng = np.random.default_rng(5)
+    keys = rng.uniform(0, 1, (6, 52)).astype(np.float32)
+    middle = (FAR_SIDE_FROM_DEG + FAR_SIDE_HIDDEN_DEG) / 2
+    yaw = np.array([0.0, FAR_SIDE_FROM_DEG, -FAR_SIDE_HIDDEN_DEG, 80.0, middle, np.nan])
+    out = far_side_from_near(keys, yaw)
+    left, right = (np.array([ARKIT_NAMES.index(pair[side]) for pair in SIDE_PAIRS]) for side in (0, 1))
+    assert ("eyeBlinkLeft", "eyeBlinkRight") in SIDE_PAIRS and ("mouthSmileLeft", "mouthSmileRight") in SIDE_PAIRS
+    assert not {"mouthLeft", "mouthRight", "eyeLookInLeft"} & {name for pair in SIDE_PAIRS for name in pair}
+    np.testing.assert_array_equal(out[[0, 1, 5]], keys[[0, 1, 5]])
+    np.testing.assert_array_equal(out[2, left], keys[2, left])  # turned to the right: the left side is near
+    np.testing.assert_allclose(out[2, right], keys[2, left], atol=1e-6)
+    np.testing.assert_allclose(out[3, left], keys[3, right], atol=1e-6)
+    np.testing.assert_array_equal(out[3, right], keys[3, right])
+    np.testing.assert_allclose(out[4, left], (keys[4, left] + keys[4, right]) / 2, atol=1e-6)
+    unpaired = np.setdiff1d(np.arange(52), np.concatenate([left, right]))
+    np.testing.assert_array_equal(out[:, unpaired], keys[:, unpaired])
+    refined = rng.uniform(0, 0.5, (40, 52)).astype(np.float32)
+    turned = np.full(40, -FAR_SIDE_HIDDEN_DEG)
+    np.testing.assert_allclose(fused_keys(refined, refined, None, turned), far_side_from_near(
+        fused_keys(refined, refined), turned), atol=1e-6)
+    angle = np.radians(-40.0)
+    matrix = np.eye(4)
+    matrix[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    np.testing.assert_allclose(head_yaw(np.stack([matrix, np.full((4, 4), np.nan)])), [-40.0, np.nan])
 
 
 def _result_with_arkit(tmp_path):

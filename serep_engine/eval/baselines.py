@@ -97,7 +97,8 @@ class SerepMethod:
         keys = solver.solve(meshes - neutral)
         if self.follow_landmarks:
             network = solver.solve(self._decoded(captured["network"], found, basis, neutral) - neutral)
-            keys = fused_keys(keys, network, self._smoothed(tracker_keys(captured["scores"]), found))
+            keys = fused_keys(keys, network, self._smoothed(tracker_keys(captured["scores"]), found),
+                              self._smoothed(captured["yaw"][:, None], found)[:, 0])
         return meshes, keys
 
     def _smoothed(self, values: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -113,13 +114,15 @@ class SerepMethod:
 def serep_codes(face_model: ICTModel, capture_model=None, mirror_average: bool = True, follow_landmarks: bool = True):
     """`codes_of(frames, neutral)` -> {"codes": the capture's per-frame codes before smoothing (F, D) (NaN without a
     face), "found" (F,), "basis": the code basis on `neutral`, "network": the network's own codes (F, D), "scores":
-    the tracker's blendshape scores (F, 52)}: the front end, the network's codes (each crop averaged with its mirror
-    image unless `mirror_average` is off), refined against the landmarks on the subject's neutral
-    (`follow_landmarks`), a clip's with the actor's rest taken off (`refined_codes`)."""
+    the tracker's blendshape scores (F, 52), "yaw": the head's yaw by the tracker (F,) degrees}: the front end, the
+    network's codes (each crop averaged with its mirror image unless `mirror_average` is off), refined against the
+    landmarks on the subject's neutral (`follow_landmarks`), a clip's with the actor's rest taken off
+    (`refined_codes`)."""
     import torch
 
     from serep_engine.capture.model import CaptureModel
     from serep_engine.expression.model import ExpressionModel
+    from serep_engine.retarget.arkit import head_yaw
 
     capture_model = capture_model or CaptureModel.from_pretrained("auto")
     expression_model = ExpressionModel.from_pretrained("cpu", face_model)
@@ -130,14 +133,15 @@ def serep_codes(face_model: ICTModel, capture_model=None, mirror_average: bool =
             basis = expression_model.identity_basis(neutral).numpy()
         codes = refined_codes(face_model, basis, neutral, tracked) if follow_landmarks else tracked["codes"]
         return {"codes": codes, "found": tracked["found"], "basis": basis, "network": tracked["codes"],
-                "scores": tracked["scores"]}
+                "scores": tracked["scores"], "yaw": head_yaw(tracked["matrices"])}
 
     return codes_of
 
 
 def network_codes(capture_model, frames: np.ndarray, mirror_average: bool = True) -> dict[str, np.ndarray]:
     """The front end over a clip's (or one photo's) RGB frames and the network's codes: {"codes" (F, D), NaN without a
-    face, "found" (F,), "landmarks" (F, 478, 3) mediapipe's points, "scores" (F, 52) its blendshape scores}."""
+    face, "found" (F,), "landmarks" (F, 478, 3) mediapipe's points, "scores" (F, 52) its blendshape scores,
+    "matrices" (F, 4, 4) its facial transformation matrices}."""
     from serep_engine.track.frontend import LiveFrontEnd
 
     live = LiveFrontEnd(30.0, capture_model.crop_size)
@@ -152,7 +156,8 @@ def network_codes(capture_model, frames: np.ndarray, mirror_average: bool = True
         codes[[t.index for t in batch]] = predicted
     return {"codes": codes, "found": np.array([t.found for t in tracked]),
             "landmarks": np.stack([t.landmarks for t in tracked]),
-            "scores": np.stack([t.observation.blendshapes for t in tracked])}
+            "scores": np.stack([t.observation.blendshapes for t in tracked]),
+            "matrices": np.stack([t.observation.matrix for t in tracked])}
 
 
 def refined_codes(face_model: ICTModel, basis: np.ndarray, neutral: np.ndarray, tracked: dict) -> np.ndarray:

@@ -98,8 +98,9 @@ def scores_of(observation) -> dict[str, float]:
 
 def yaw_of(observation) -> float:
     """The head's yaw in degrees, from the Landmarker's facial transformation matrix."""
-    rotation = observation.matrix[:3, :3]
-    return float(np.degrees(np.arctan2(rotation[0, 2], rotation[2, 2])))
+    from serep_engine.retarget.arkit import head_yaw
+
+    return float(head_yaw(observation.matrix[None])[0])
 
 
 def blendshape_meshes(face_model: ICTModel, model, scores: list[dict[str, float]],

@@ -94,12 +94,18 @@ class ARKitSolver:
 # --no-follow-landmarks) cheekSquint 0.67 / 0.40 against -0.19 / 0.00 and noseSneer 0.05 / 0.51 against -0.20 / 0.08.
 # On the held-out takes the same (funnel 0.65 against 0.17, pucker 0.67 against 0.32). Their codes held at the
 # network's inside the refinement did not carry it (the rest of the refined face still solved to the other keys), so
-# the choice is made on the keys. browDown is not among them: the network's average is higher (0.49 / 0.38 against
-# 0.37 / 0.25 on 9 clips), but it misses frowns the refinement reads (liveportrait_d19: 0.18 / -0.29 against 0.92 /
-# 0.78).
+# the choice is made on the keys.
 NETWORK_KEYS = ("mouthFunnel", "mouthPucker", "mouthFrownLeft", "mouthFrownRight", "mouthShrugLower",
                 "mouthUpperUpLeft", "mouthUpperUpRight", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft",
                 "noseSneerRight")
+# browDown is the network's too, averaged with the tracker's own score when known (`mean_motion`). The refined browDown
+# does not follow the brows: against the real clips' brow height (the benchmark's measure from mediapipe's points,
+# lowered brows positive) it correlates at -0.04 over the 23 clips (dafoe's snarls -0.82, skarsgard -0.73: it reads
+# browDown 0.54 on skarsgard's raised brows, frame 130), the network's at 0.50, the tracker's at 0.65, their average
+# at 0.71; on the held-out takes 0.07 / 0.14, 0.83 / 0.81, 0.71 / 0.56 and 0.86 / 0.81 (development script). The
+# tracker's alone fires with broad smiles (liveportrait_d19 frames 92-94: 0.52, a grin read as a frown; the network's
+# 0.00, the average 0.19). A real frown reads smaller than the tracker's (dafoe frame 58: 0.29 against 0.68).
+BROW_DOWN_KEYS = ("browDownLeft", "browDownRight")
 # keys both read well: how much more motion the refinement sees than the network, per clip, is read on them
 SHARED_KEYS = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight")
 # Keys whose two readings are averaged: the motion of each, the network's scaled to the refinement's size, on the
@@ -110,9 +116,8 @@ SHARED_KEYS = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mo
 # views the refinement misreads (jawOpen 0.92 against 0.81, smiles 0.82 / 0.79 against 0.60 / 0.66, browInnerUp 0.83
 # against 0.58). One-sided smiles keep their side (the smiles' left-right difference on the 149 clip frames where the
 # tracker's passes 0.15: the same sign on 0.90, refined 0.88) at a smaller size (0.49 of the tracker's, refined 0.65).
-# Not the blinks, nor browDown: the network misses winks (liveportrait_d3's left wink, frame 14: 0.03 against the
-# refinement's 0.58 and the tracker's 0.52; averaged 0.31) and frowns (liveportrait_d19, above) that the refinement
-# reads, and averaging halves them.
+# Not the blinks: the network misses winks (liveportrait_d3's left wink, frame 14: 0.03 against the refinement's 0.58
+# and the tracker's 0.52; averaged 0.31) that the refinement reads, and averaging halves them.
 AVERAGED_KEYS = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "browInnerUp", "mouthLeft", "mouthRight",
                  "eyeWideLeft", "eyeWideRight")
 # The blinks' second reading is the tracker's own (the Face Landmarker's blink scores, which the result keeps): it sees
@@ -124,44 +129,86 @@ AVERAGED_KEYS = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "browInnerUp", 
 TRACKER_KEYS = ("eyeBlinkLeft", "eyeBlinkRight")
 MAX_NETWORK_GAIN = 4.0
 REST_QUANTILE = 0.1  # a clip's rest for the network's keys: this quantile of each key over the clip
+# A head turned from the camera hides the far side of the face, and every reading of its keys falls with it: on the
+# held-out takes at 60 degrees the far eye's blink reads 0.41-0.48 (the near eye's 0.57-0.71), the far smile 0.52-0.60
+# (0.79-0.80). Past FAR_SIDE_FROM_DEG the far side's keys move toward the near side's, all the way at
+# FAR_SIDE_HIDDEN_DEG (`far_side_from_near`). `serep eval real`, takes: blinks 0.74 / 0.70 -> 0.79 / 0.74, smiles
+# 0.83 / 0.79 -> 0.88 / 0.83 (browDown 0.86 / 0.81 -> 0.87 / 0.84, development script). A wink on the hidden side is
+# lost; it was already misread there (alex_rom_4, the take with winks, right blink at -60 degrees: 0.39 -> 0.40).
+# Real clips rarely turn past 30 degrees (3 of the 23, up to 38 degrees).
+FAR_SIDE_FROM_DEG, FAR_SIDE_HIDDEN_DEG = 30.0, 60.0
+SIDE_PAIRS = tuple((name, name[:-len("Left")] + "Right") for name in ARKIT_NAMES
+                   if name.endswith("Left") and name not in GAZE and name != "mouthLeft")
 
 
-def fused_keys(refined: np.ndarray, network: np.ndarray, tracker: np.ndarray | None = None) -> np.ndarray:
-    """(F, 52) ARKit keys of one clip from the refined capture's, the network's own (F, 52) and, if known, the
-    tracker's scores in ARKIT_NAMES order (F, 52; `tracker_keys`).
+def fused_keys(refined: np.ndarray, network: np.ndarray, tracker: np.ndarray | None = None,
+               yaw: np.ndarray | None = None) -> np.ndarray:
+    """(F, 52) ARKit keys of one clip from the refined capture's, the network's own (F, 52), if known the tracker's
+    scores in ARKIT_NAMES order (F, 52; `tracker_keys`) and the head's yaw in degrees (F,; `head_yaw`).
 
-    NETWORK_KEYS are the network's, as motion from the clip's rest (REST_QUANTILE: the network reads a little of
-    these keys into a face at rest; taken as they are, mouthFrown sat 0.16 above the tracker's on average over the
-    real clips, funnel 0.09; from the rest 0.04 and 0.04), scaled by the clip's gain (the network reads a real face
-    at a third to a half of its motion: the least squares slope of the refined SHARED_KEYS' motion on the
-    network's, through zero, within 1-MAX_NETWORK_GAIN). AVERAGED_KEYS are the mean of the refined and the network's
-    motion, TRACKER_KEYS of the refined and the tracker's (`mean_motion`). The rest are the refinement's."""
+    NETWORK_KEYS and BROW_DOWN_KEYS are the network's, as motion from the clip's rest (REST_QUANTILE: the network
+    reads a little of these keys into a face at rest; taken as they are, mouthFrown sat 0.16 above the tracker's on
+    average over the real clips, funnel 0.09; from the rest 0.04 and 0.04), scaled by the clip's gain (the network
+    reads a real face at a third to a half of its motion: the least squares slope of the refined SHARED_KEYS' motion
+    on the network's, through zero, within 1-MAX_NETWORK_GAIN). AVERAGED_KEYS are the mean of the refined and the
+    network's motion, TRACKER_KEYS of the refined and the tracker's, BROW_DOWN_KEYS of the network's and the
+    tracker's (`mean_motion`). The rest are the refinement's. Then the far side of a turned head is read from the near
+    side (`far_side_from_near`)."""
     shared = [ARKIT_NAMES.index(name) for name in SHARED_KEYS]
-    taken = [ARKIT_NAMES.index(name) for name in NETWORK_KEYS]
+    taken = [ARKIT_NAMES.index(name) for name in NETWORK_KEYS + BROW_DOWN_KEYS]
     refined, network = np.asarray(refined, np.float64), np.asarray(network, np.float64)
     motion = network - np.quantile(network, REST_QUANTILE, axis=0)
     seen = refined[:, shared] - np.quantile(refined[:, shared], REST_QUANTILE, axis=0)
     gain = np.clip((seen * motion[:, shared]).sum() / max((motion[:, shared] ** 2).sum(), 1e-12), 1.0,
                    MAX_NETWORK_GAIN)
-    out = refined.astype(np.float32)
+    out = refined.copy()
     out[:, taken] = np.clip(gain * motion[:, taken], 0.0, 1.0)
     averaged = [ARKIT_NAMES.index(name) for name in AVERAGED_KEYS]
     out[:, averaged] = mean_motion(refined[:, averaged], network[:, averaged])
     if tracker is not None:
-        blinks = [ARKIT_NAMES.index(name) for name in TRACKER_KEYS]
-        out[:, blinks] = mean_motion(refined[:, blinks], np.asarray(tracker, np.float64)[:, blinks])
-    return out
+        tracker = np.asarray(tracker, np.float64)
+        for names, first in ((TRACKER_KEYS, refined), (BROW_DOWN_KEYS, out)):
+            columns = [ARKIT_NAMES.index(name) for name in names]
+            out[:, columns] = mean_motion(first[:, columns], tracker[:, columns])
+    if yaw is not None:
+        out = far_side_from_near(out, yaw)
+    return out.astype(np.float32)
 
 
-def mean_motion(refined: np.ndarray, other: np.ndarray) -> np.ndarray:
+def mean_motion(first: np.ndarray, other: np.ndarray) -> np.ndarray:
     """(F, K) keys from two readings of them (F, K): the mean of their motions from the clip's rest (REST_QUANTILE),
-    the other's scaled per key to the refinement's size (the ratio of their standard deviations over the clip,
-    within 1-MAX_NETWORK_GAIN), on the refined key's rest, in [0, 1]."""
-    rest = np.quantile(refined, REST_QUANTILE, axis=0)
-    seen = refined - rest
+    the other's scaled per key to the first's size (the ratio of their standard deviations over the clip, within
+    1-MAX_NETWORK_GAIN), on the first's rest, in [0, 1]."""
+    rest = np.quantile(first, REST_QUANTILE, axis=0)
+    seen = first - rest
     motion = other - np.quantile(other, REST_QUANTILE, axis=0)
     scale = np.clip(seen.std(0) / np.maximum(motion.std(0), 1e-12), 1.0, MAX_NETWORK_GAIN)
     return np.clip(rest + (seen + scale * motion) / 2, 0.0, 1.0)
+
+
+def far_side_from_near(keys: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """(F, 52) keys with each SIDE_PAIRS key of the face's far side moved toward its near-side partner by how far the
+    head is turned (F,) degrees (the tracker's: negative turns the face's left side to the camera; NaN: frontal):
+    untouched up to FAR_SIDE_FROM_DEG, the near side's at FAR_SIDE_HIDDEN_DEG and beyond."""
+    yaw = np.nan_to_num(np.asarray(yaw, np.float64))
+    hidden = np.clip((np.abs(yaw) - FAR_SIDE_FROM_DEG) / (FAR_SIDE_HIDDEN_DEG - FAR_SIDE_FROM_DEG), 0.0, 1.0)
+    left_near = yaw < 0
+    out = np.array(keys, copy=True)
+    for left_name, right_name in SIDE_PAIRS:
+        left, right = ARKIT_NAMES.index(left_name), ARKIT_NAMES.index(right_name)
+        near = np.where(left_near, keys[:, left], keys[:, right])
+        far = np.where(left_near, keys[:, right], keys[:, left])
+        moved = far + hidden * (near - far)
+        out[:, left] = np.where(left_near, keys[:, left], moved)
+        out[:, right] = np.where(left_near, moved, keys[:, right])
+    return out
+
+
+def head_yaw(matrices: np.ndarray) -> np.ndarray:
+    """(F,) the head's yaw in degrees from the tracker's (F, 4, 4) facial transformation matrices (NaN without a
+    face): negative when the face's left side turns toward the camera."""
+    rotation = np.asarray(matrices, np.float64)[:, :3, :3]
+    return np.degrees(np.arctan2(rotation[:, 0, 2], rotation[:, 2, 2]))
 
 
 def tracker_keys(blendshapes: np.ndarray) -> np.ndarray:
